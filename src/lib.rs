@@ -1,0 +1,12 @@
+//! tablesafe: content-addressed, deduplicating, continuous backup for Apache Cassandra.
+//!
+//! The library holds everything the `tablesafe` binary does; the binary only parses
+//! arguments, sets up logging and maps errors to exit codes.
+//!
+//! Modules, in the order data flows through them (see ARCHITECTURE.md):
+//! - [`cassandra`]: what every path under a Cassandra data directory is, and whether an
+//!   SSTable is complete and intact enough to back up.
+//! - [`config`]: the TOML configuration file and how it merges with flags.
+
+pub mod cassandra;
+pub mod config;

@@ -1,0 +1,56 @@
+//! The `tablesafe` binary: parse arguments, load configuration, set up logging, run one
+//! command, and turn its outcome into a one-line message and an exit code.
+//!
+//! Exit codes: 0 success, 1 the command failed (or found a problem it reports),
+//! 2 bad usage or configuration, 3 the command is not built yet.
+
+mod cli;
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, LogFormatArg};
+use crate::commands::{Failure, Settings};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::resolve(&cli.global) {
+        Ok(s) => s,
+        Err(failure) => return report(failure),
+    };
+    init_logging(&cli, &settings);
+    match commands::run(cli.command, &settings) {
+        Ok(code) => code,
+        Err(failure) => report(failure),
+    }
+}
+
+/// Prints a failure as one line on standard error and returns its exit code.
+fn report(failure: Failure) -> ExitCode {
+    eprintln!("error: {}", failure.message());
+    ExitCode::from(failure.exit_code())
+}
+
+fn init_logging(cli: &Cli, settings: &Settings) {
+    let level = if cli.global.quiet {
+        "error"
+    } else {
+        match cli.global.verbose {
+            0 => "warn",
+            1 => "info",
+            2 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TABLESAFE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match settings.log_format {
+        LogFormatArg::Json => builder.json().init(),
+        LogFormatArg::Text => builder.init(),
+    }
+}
