@@ -21,6 +21,13 @@ fn main() -> ExitCode {
         Err(failure) => return report(failure),
     };
     init_logging(&cli, &settings);
+    tracing::debug!(
+        node = %settings.node,
+        repo = ?settings.repo,
+        catalog = ?settings.catalog,
+        data_dirs = ?settings.data_dirs,
+        "settings resolved"
+    );
     match commands::run(cli.command, &settings) {
         Ok(code) => code,
         Err(failure) => report(failure),
