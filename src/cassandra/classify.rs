@@ -17,7 +17,7 @@ use std::path::{Component as PathComponent, Path};
 
 use serde::Serialize;
 
-use super::name::SSTableName;
+use super::name::{Component, SSTableName};
 use super::txnlog::TxnLogName;
 
 /// Where in a table directory a file lives.
@@ -135,8 +135,10 @@ pub fn classify_file_name(name: &OsStr) -> FileKind {
     if let Some(stem) = name.strip_suffix(".tmp") {
         // `nb-1-big-Statistics.db.tmp` is a rewrite; `<file>.<uuid>.tmp` a stream.
         return FileKind::Temporary(match SSTableName::parse(stem) {
-            Ok(of) => Temporary::Rewrite { of: of.to_string() },
-            Err(_) => Temporary::Other,
+            Ok(of) if !matches!(of.component, Component::Custom(_)) => Temporary::Rewrite {
+                of: of.to_string(),
+            },
+            _ => Temporary::Other,
         });
     }
     if let Some(log) = TxnLogName::parse(name) {
@@ -271,6 +273,14 @@ pub fn place_of(dirs: &[&str], exact: bool) -> Result<TablePlace, String> {
             "unexpected directory layout below the table directory".to_string()
         });
     }
+    // A `<table>-<id>` directory above the keyspace position means this directory is
+    // nested somewhere inside a table directory where Cassandra puts nothing.
+    if dirs[..above - 1]
+        .iter()
+        .any(|d| parse_table_dir(d).1.is_some())
+    {
+        return Err("unexpected directory inside a table directory".to_string());
+    }
     let keyspace = dirs[above - 2];
     let (table, table_id) = parse_table_dir(dirs[above - 1]);
     Ok(TablePlace {
@@ -311,6 +321,13 @@ mod tests {
         let deep = classify(Path::new("ks/tbl-x/odd/dir/nb-1-big-Data.db"));
         assert!(deep.place.is_none());
         assert!(matches!(deep.kind, FileKind::Ignored(_)));
+        let nested = place_of(
+            &["data", "ks", "tbl-0123456789abcdef0123456789abcdef", "odd", "dir"],
+            false,
+        );
+        assert!(nested.unwrap_err().contains("inside a table directory"));
+        let copied = place_of(&["copies", "da", "legacy_tables", "legacy_da_simple"], false);
+        assert_eq!(copied.unwrap().table, "legacy_da_simple");
         let shallow = classify(Path::new("ks/nb-1-big-Data.db"));
         assert!(matches!(shallow.kind, FileKind::Ignored(_)));
     }
