@@ -6,7 +6,12 @@
 //! Modules, in the order data flows through them (see ARCHITECTURE.md):
 //! - [`cassandra`]: what every path under a Cassandra data directory is, and whether an
 //!   SSTable is complete and intact enough to back up.
+//! - [`catalog`]: the local SQLite catalog of file versions, blobs, stat cache and
+//!   snapshots, and the change batches mirrored to the repository.
+//! - [`timespec`]: times as operators write them.
 //! - [`config`]: the TOML configuration file and how it merges with flags.
 
 pub mod cassandra;
+pub mod catalog;
 pub mod config;
+pub mod timespec;

@@ -135,9 +135,9 @@ pub fn classify_file_name(name: &OsStr) -> FileKind {
     if let Some(stem) = name.strip_suffix(".tmp") {
         // `nb-1-big-Statistics.db.tmp` is a rewrite; `<file>.<uuid>.tmp` a stream.
         return FileKind::Temporary(match SSTableName::parse(stem) {
-            Ok(of) if !matches!(of.component, Component::Custom(_)) => Temporary::Rewrite {
-                of: of.to_string(),
-            },
+            Ok(of) if !matches!(of.component, Component::Custom(_)) => {
+                Temporary::Rewrite { of: of.to_string() }
+            }
             _ => Temporary::Other,
         });
     }
@@ -322,11 +322,20 @@ mod tests {
         assert!(deep.place.is_none());
         assert!(matches!(deep.kind, FileKind::Ignored(_)));
         let nested = place_of(
-            &["data", "ks", "tbl-0123456789abcdef0123456789abcdef", "odd", "dir"],
+            &[
+                "data",
+                "ks",
+                "tbl-0123456789abcdef0123456789abcdef",
+                "odd",
+                "dir",
+            ],
             false,
         );
         assert!(nested.unwrap_err().contains("inside a table directory"));
-        let copied = place_of(&["copies", "da", "legacy_tables", "legacy_da_simple"], false);
+        let copied = place_of(
+            &["copies", "da", "legacy_tables", "legacy_da_simple"],
+            false,
+        );
         assert_eq!(copied.unwrap().table, "legacy_da_simple");
         let shallow = classify(Path::new("ks/nb-1-big-Data.db"));
         assert!(matches!(shallow.kind, FileKind::Ignored(_)));

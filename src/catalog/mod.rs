@@ -1,0 +1,465 @@
+//! The local catalog: which blob every file path held at every moment, the blobs known to
+//! be in the repository, a stat cache, and named snapshots. One SQLite file (WAL mode).
+//!
+//! History is stored as *file versions*: (file, blob, valid from, valid to), with `valid to`
+//! empty while the file is live. What a node held at time T is a query over versions, so
+//! the catalog grows with the number of changes, never with changes × files.
+//!
+//! Every change arrives in a [`Batch`] (see [`change`]); [`Catalog::commit`] numbers and
+//! applies a batch and keeps its encoded form until the caller has mirrored it to the
+//! repository and called [`Catalog::mark_uploaded`]. A crash in between leaves the batch
+//! pending, and the next run uploads it first.
+
+pub mod change;
+mod schema;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+pub use change::{Batch, Change, CodecError, FileKey, Hash32};
+
+use crate::timespec::Micros;
+
+/// Errors opening or using the catalog.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error(
+        "catalog {path} is damaged or not a tablesafe catalog ({detail}): move it aside and run `tablesafe catalog rebuild` to recreate it from the repository"
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    #[error(
+        "catalog {path} has schema version {found}, newer than this tablesafe understands ({supported}): upgrade tablesafe, or rebuild into another --catalog path with `tablesafe catalog rebuild`"
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("cannot create the catalog's directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("catalog {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("catalog {path}: {source}")]
+    Codec {
+        path: PathBuf,
+        #[source]
+        source: CodecError,
+    },
+}
+
+/// The identity of a file's content on disk, for the stat cache: if all of these match,
+/// the content has not changed (the rule restic and kopia use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StatKey {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+/// A file version as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileVersion {
+    pub node: String,
+    #[serde(flatten)]
+    pub key: FileKey,
+    #[serde(serialize_with = "serialize_hash")]
+    pub hash: Hash32,
+    pub size: u64,
+    pub mtime: Micros,
+    pub valid_from: Micros,
+    pub valid_to: Option<Micros>,
+}
+
+fn serialize_hash<S: serde::Serializer>(h: &Hash32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex::encode(h))
+}
+
+/// The open version of a file, as the backup diff needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenVersion {
+    pub hash: Hash32,
+    pub size: u64,
+    pub mtime: Micros,
+}
+
+/// A named point in time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapshotRow {
+    pub id: i64,
+    pub node: String,
+    pub name: String,
+    pub time: Micros,
+    pub scope: String,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// Filters for [`Catalog::snapshots`].
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotFilter {
+    pub node: Option<String>,
+    pub since: Option<Micros>,
+    pub until: Option<Micros>,
+}
+
+/// The local catalog.
+pub struct Catalog {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Catalog {
+    /// Opens the catalog at `path`, creating it (and its directory) if absent.
+    pub fn open(path: &Path) -> Result<Catalog, CatalogError> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|source| CatalogError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|e| sqlite_error(path, e))?;
+        let mut catalog = Catalog {
+            conn,
+            path: path.to_path_buf(),
+        };
+        schema::prepare(&mut catalog.conn, path)?;
+        Ok(catalog)
+    }
+
+    /// Where the catalog for this repository and node lives unless `--catalog` says
+    /// otherwise: `$XDG_DATA_HOME/tablesafe/<repository digest>/<node>.db`
+    /// (`~/.local/share/…` by default).
+    pub fn default_path(repo_url: &str, node: &str) -> PathBuf {
+        let base = std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+            .unwrap_or_else(|| PathBuf::from("/var/lib"));
+        let digest = blake3::hash(repo_url.as_bytes()).to_hex();
+        base.join("tablesafe")
+            .join(&digest.as_str()[..16])
+            .join(format!("{node}.db"))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> CatalogError + '_ {
+        |source| sqlite_error(&self.path, source)
+    }
+
+    /// Numbers `changes` as the node's next batch, applies them, and keeps the encoded
+    /// batch as pending until [`Catalog::mark_uploaded`].
+    pub fn commit(
+        &mut self,
+        node: &str,
+        time: Micros,
+        changes: Vec<Change>,
+    ) -> Result<Batch, CatalogError> {
+        let seq = self.last_seq(node)? + 1;
+        let batch = Batch {
+            node: node.to_string(),
+            seq,
+            time,
+            changes,
+        };
+        self.apply_batch(&batch, false)?;
+        Ok(batch)
+    }
+
+    /// Applies a batch (idempotent: a batch already applied is skipped). `uploaded` says
+    /// whether the repository already holds it (true when rebuilding from it).
+    pub fn apply_batch(&mut self, batch: &Batch, uploaded: bool) -> Result<bool, CatalogError> {
+        let path = self.path.clone();
+        let sql = |source| sqlite_error(&path, source);
+        let body = if uploaded {
+            None
+        } else {
+            Some(batch.encode().map_err(|source| CatalogError::Codec {
+                path: path.clone(),
+                source,
+            })?)
+        };
+        let tx = self.conn.transaction().map_err(sql)?;
+        let inserted = tx
+            .execute(
+                "INSERT OR IGNORE INTO batches (node, seq, time, uploaded, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![batch.node, batch.seq as i64, batch.time, uploaded, body],
+            )
+            .map_err(sql)?;
+        if inserted == 0 {
+            return Ok(false);
+        }
+        for change in &batch.changes {
+            schema::apply_change(&tx, &batch.node, batch.time, change).map_err(sql)?;
+        }
+        tx.commit().map_err(sql)?;
+        Ok(true)
+    }
+
+    /// The highest batch number recorded for `node` (0 when none).
+    pub fn last_seq(&self, node: &str) -> Result<u64, CatalogError> {
+        self.conn
+            .query_row(
+                "SELECT COALESCE(MAX(seq), 0) FROM batches WHERE node = ?1",
+                [node],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(self.err())
+    }
+
+    /// Batches committed locally but not yet mirrored to the repository, oldest first.
+    pub fn pending_batches(&self, node: &str) -> Result<Vec<Batch>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT body FROM batches WHERE node = ?1 AND uploaded = 0 ORDER BY seq")
+            .map_err(self.err())?;
+        let bodies = stmt
+            .query_map([node], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(self.err())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.err())?;
+        bodies
+            .iter()
+            .map(|b| {
+                Batch::decode(b).map_err(|source| CatalogError::Codec {
+                    path: self.path.clone(),
+                    source,
+                })
+            })
+            .collect()
+    }
+
+    /// Records that the repository holds batch `seq` of `node`; drops the local copy.
+    pub fn mark_uploaded(&mut self, node: &str, seq: u64) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "UPDATE batches SET uploaded = 1, body = NULL WHERE node = ?1 AND seq = ?2",
+                params![node, seq as i64],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    /// True when the repository is known to hold this blob.
+    pub fn has_blob(&self, hash: &Hash32) -> Result<bool, CatalogError> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM blobs WHERE hash = ?1",
+                [hash.as_slice()],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|o| o.is_some())
+            .map_err(self.err())
+    }
+
+    /// The hash remembered for a file whose stat matches exactly.
+    pub fn cached_hash(&self, stat: &StatKey) -> Result<Option<Hash32>, CatalogError> {
+        self.conn
+            .query_row(
+                "SELECT hash FROM stat_cache WHERE dev = ?1 AND ino = ?2 AND size = ?3 AND mtime_ns = ?4 AND ctime_ns = ?5",
+                params![stat.dev as i64, stat.ino as i64, stat.size as i64, stat.mtime_ns, stat.ctime_ns],
+                |r| r.get::<_, [u8; 32]>(0),
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// Remembers file hashes by stat, in one transaction.
+    pub fn remember_stats(&mut self, entries: &[(StatKey, Hash32)]) -> Result<(), CatalogError> {
+        let path = self.path.clone();
+        let sql = |source| sqlite_error(&path, source);
+        let tx = self.conn.transaction().map_err(sql)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO stat_cache (dev, ino, size, mtime_ns, ctime_ns, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(sql)?;
+            for (s, hash) in entries {
+                stmt.execute(params![
+                    s.dev as i64,
+                    s.ino as i64,
+                    s.size as i64,
+                    s.mtime_ns,
+                    s.ctime_ns,
+                    hash.as_slice()
+                ])
+                .map_err(sql)?;
+            }
+        }
+        tx.commit().map_err(sql)
+    }
+
+    /// Every open version of `node` under `data_dir`: what the last pass saw live.
+    pub fn open_versions(
+        &self,
+        node: &str,
+        data_dir: &str,
+    ) -> Result<HashMap<FileKey, OpenVersion>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT f.keyspace, f.table_name, f.table_id, f.rel_path, v.hash, v.size, v.mtime
+                 FROM versions v JOIN files f ON f.id = v.file_id
+                 WHERE v.valid_to IS NULL AND f.node = ?1 AND f.data_dir = ?2",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![node, data_dir], |r| {
+                Ok((
+                    FileKey {
+                        data_dir: data_dir.to_string(),
+                        keyspace: r.get(0)?,
+                        table: r.get(1)?,
+                        table_id: r.get(2)?,
+                        rel_path: r.get(3)?,
+                    },
+                    OpenVersion {
+                        hash: r.get(4)?,
+                        size: r.get::<_, i64>(5)? as u64,
+                        mtime: r.get(6)?,
+                    },
+                ))
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<HashMap<_, _>, _>>()
+            .map_err(self.err())
+    }
+
+    /// The file versions of `node` that were live at time `t`.
+    pub fn live_at(&self, node: &str, t: Micros) -> Result<Vec<FileVersion>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT f.data_dir, f.keyspace, f.table_name, f.table_id, f.rel_path,
+                        v.hash, v.size, v.mtime, v.valid_from, v.valid_to
+                 FROM versions v JOIN files f ON f.id = v.file_id
+                 WHERE f.node = ?1 AND v.valid_from <= ?2 AND (v.valid_to IS NULL OR v.valid_to > ?2)
+                 ORDER BY f.data_dir, f.keyspace, f.table_name, f.table_id, f.rel_path",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![node, t], |r| {
+                Ok(FileVersion {
+                    node: node.to_string(),
+                    key: FileKey {
+                        data_dir: r.get(0)?,
+                        keyspace: r.get(1)?,
+                        table: r.get(2)?,
+                        table_id: r.get(3)?,
+                        rel_path: r.get(4)?,
+                    },
+                    hash: r.get(5)?,
+                    size: r.get::<_, i64>(6)? as u64,
+                    mtime: r.get(7)?,
+                    valid_from: r.get(8)?,
+                    valid_to: r.get(9)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+
+    /// Earliest and latest recorded change of `node`, if it has any history.
+    pub fn history_bounds(&self, node: &str) -> Result<Option<(Micros, Micros)>, CatalogError> {
+        self.conn
+            .query_row(
+                "SELECT MIN(v.valid_from), MAX(MAX(v.valid_from), COALESCE(MAX(v.valid_to), 0))
+                 FROM versions v JOIN files f ON f.id = v.file_id WHERE f.node = ?1",
+                [node],
+                |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?)),
+            )
+            .map(|(a, b)| a.zip(b))
+            .map_err(self.err())
+    }
+
+    /// Named points, oldest first.
+    pub fn snapshots(&self, filter: &SnapshotFilter) -> Result<Vec<SnapshotRow>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, node, name, time, scope, files, bytes FROM snapshots
+                 WHERE (?1 IS NULL OR node = ?1) AND (?2 IS NULL OR time >= ?2) AND (?3 IS NULL OR time <= ?3)
+                 ORDER BY time, id",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![filter.node, filter.since, filter.until], |r| {
+                Ok(SnapshotRow {
+                    id: r.get(0)?,
+                    node: r.get(1)?,
+                    name: r.get(2)?,
+                    time: r.get(3)?,
+                    scope: r.get(4)?,
+                    files: r.get::<_, i64>(5)? as u64,
+                    bytes: r.get::<_, i64>(6)? as u64,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+
+    /// Corrupt SSTables recorded for `node`: (key, detail, time), newest first.
+    pub fn corrupt_files(
+        &self,
+        node: &str,
+    ) -> Result<Vec<(FileKey, String, Micros)>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT data_dir, keyspace, table_name, table_id, rel_path, detail, at
+                 FROM corrupt WHERE node = ?1 ORDER BY at DESC",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([node], |r| {
+                Ok((
+                    FileKey {
+                        data_dir: r.get(0)?,
+                        keyspace: r.get(1)?,
+                        table: r.get(2)?,
+                        table_id: r.get(3)?,
+                        rel_path: r.get(4)?,
+                    },
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+}
+
+/// Turns SQLite's "not a database" and "malformed" into the catalog's own clear error.
+fn sqlite_error(path: &Path, e: rusqlite::Error) -> CatalogError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) | Some(rusqlite::ErrorCode::DatabaseCorrupt) => {
+            CatalogError::Corrupt {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            }
+        }
+        _ => CatalogError::Sqlite {
+            path: path.to_path_buf(),
+            source: e,
+        },
+    }
+}

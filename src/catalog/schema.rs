@@ -1,0 +1,316 @@
+//! The catalog's SQLite schema, its migrations, and how one change is applied.
+//!
+//! A tablesafe catalog is marked with `PRAGMA application_id` so that any other SQLite
+//! file is refused, and carries its schema version in `PRAGMA user_version`. Migrations
+//! are SQL in [`MIGRATIONS`], applied in order inside one transaction; a catalog newer
+//! than [`MIGRATIONS`] knows is refused rather than guessed at.
+//!
+//! Times are microseconds since the Unix epoch (UTC); hashes are 32-byte BLOBs.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use super::CatalogError;
+use super::change::{Change, FileKey};
+use crate::cassandra::{Location, classify};
+
+/// "TSAF": marks a SQLite file as a tablesafe catalog.
+const APPLICATION_ID: i64 = 0x5453_4146;
+
+/// Schema migrations; migration N (1-based) brings the schema to version N.
+const MIGRATIONS: &[&str] = &[
+    // 1: initial schema.
+    "
+    CREATE TABLE blobs (
+        hash        BLOB PRIMARY KEY,
+        size        INTEGER NOT NULL,
+        stored_size INTEGER NOT NULL,
+        first_seen  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE files (
+        id         INTEGER PRIMARY KEY,
+        node       TEXT NOT NULL,
+        data_dir   TEXT NOT NULL,
+        keyspace   TEXT NOT NULL,
+        table_name TEXT NOT NULL,
+        table_id   TEXT NOT NULL,
+        rel_path   TEXT NOT NULL,
+        location   TEXT NOT NULL,   -- live | backups | snapshot:<tag>
+        component  TEXT NOT NULL,   -- Data.db, TOC.txt, manifest.json, ...
+        UNIQUE (node, data_dir, keyspace, table_name, table_id, rel_path)
+    );
+
+    CREATE TABLE versions (
+        file_id    INTEGER NOT NULL REFERENCES files(id),
+        valid_from INTEGER NOT NULL,
+        valid_to   INTEGER,         -- NULL while the file is live
+        hash       BLOB NOT NULL,
+        size       INTEGER NOT NULL,
+        mtime      INTEGER NOT NULL,
+        PRIMARY KEY (file_id, valid_from)
+    ) WITHOUT ROWID;
+    CREATE INDEX versions_open ON versions (file_id) WHERE valid_to IS NULL;
+    CREATE INDEX versions_from ON versions (valid_from);
+    CREATE INDEX versions_hash ON versions (hash);
+
+    CREATE TABLE snapshots (
+        id    INTEGER PRIMARY KEY,
+        node  TEXT NOT NULL,
+        name  TEXT NOT NULL,
+        time  INTEGER NOT NULL,
+        scope TEXT NOT NULL,
+        files INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        UNIQUE (node, name)
+    );
+    CREATE INDEX snapshots_time ON snapshots (time);
+
+    CREATE TABLE corrupt (
+        node       TEXT NOT NULL,
+        data_dir   TEXT NOT NULL,
+        keyspace   TEXT NOT NULL,
+        table_name TEXT NOT NULL,
+        table_id   TEXT NOT NULL,
+        rel_path   TEXT NOT NULL,
+        detail     TEXT NOT NULL,
+        at         INTEGER NOT NULL,
+        PRIMARY KEY (node, data_dir, keyspace, table_name, table_id, rel_path, at)
+    ) WITHOUT ROWID;
+
+    -- Local only (never mirrored): hashes of files by stat, so unchanged files and their
+    -- hard links are not read again.
+    CREATE TABLE stat_cache (
+        dev      INTEGER NOT NULL,
+        ino      INTEGER NOT NULL,
+        size     INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        ctime_ns INTEGER NOT NULL,
+        hash     BLOB NOT NULL,
+        PRIMARY KEY (dev, ino)
+    ) WITHOUT ROWID;
+
+    -- Every applied batch; body kept until the repository holds it.
+    CREATE TABLE batches (
+        node     TEXT NOT NULL,
+        seq      INTEGER NOT NULL,
+        time     INTEGER NOT NULL,
+        uploaded INTEGER NOT NULL,
+        body     BLOB,
+        PRIMARY KEY (node, seq)
+    ) WITHOUT ROWID;
+    ",
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Sets connection options, checks the file is a tablesafe catalog, and migrates it.
+pub fn prepare(conn: &mut Connection, path: &Path) -> Result<(), CatalogError> {
+    let corrupt = |e: rusqlite::Error| CatalogError::Corrupt {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    };
+    // The first statement that reads the file is where a non-database shows itself.
+    let (app_id, version): (i64, i64) = conn
+        .query_row(
+            "SELECT application_id, user_version FROM pragma_application_id, pragma_user_version",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(corrupt)?;
+    let table_count: i64 = conn
+        .query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))
+        .map_err(corrupt)?;
+    if app_id != APPLICATION_ID && !(app_id == 0 && table_count == 0) {
+        return Err(CatalogError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!("SQLite application id {app_id:#x} is not tablesafe's"),
+        });
+    }
+    if version > SCHEMA_VERSION {
+        return Err(CatalogError::NewerSchema {
+            path: path.to_path_buf(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(corrupt)?;
+    // FULL: a committed batch survives power loss, like the blobs it refers to.
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(corrupt)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(corrupt)?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))
+        .map_err(corrupt)?;
+    if version < SCHEMA_VERSION {
+        let tx = conn.transaction().map_err(corrupt)?;
+        for sql in &MIGRATIONS[version as usize..] {
+            tx.execute_batch(sql).map_err(corrupt)?;
+        }
+        tx.pragma_update(None, "application_id", APPLICATION_ID)
+            .map_err(corrupt)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(corrupt)?;
+        tx.commit().map_err(corrupt)?;
+    }
+    Ok(())
+}
+
+/// Location and component of a file from its path in the table directory.
+fn location_and_component(key: &FileKey) -> (String, String) {
+    let classified = classify(std::path::Path::new(&key.data_relative_path()));
+    let location = match classified.place.map(|p| p.location) {
+        Some(Location::Snapshot(tag)) => format!("snapshot:{tag}"),
+        Some(Location::Backups) => "backups".to_string(),
+        Some(Location::Live) | None => "live".to_string(),
+    };
+    let component = match classified.kind {
+        crate::cassandra::FileKind::Component(n) => n.component.to_string(),
+        _ => key
+            .rel_path
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    };
+    (location, component)
+}
+
+/// The row id of a file, inserting it if new.
+fn file_id(tx: &Transaction<'_>, node: &str, key: &FileKey) -> rusqlite::Result<i64> {
+    let existing = tx
+        .prepare_cached(
+            "SELECT id FROM files WHERE node = ?1 AND data_dir = ?2 AND keyspace = ?3
+             AND table_name = ?4 AND table_id = ?5 AND rel_path = ?6",
+        )?
+        .query_row(
+            params![
+                node,
+                key.data_dir,
+                key.keyspace,
+                key.table,
+                key.table_id,
+                key.rel_path
+            ],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(id) = existing {
+        return Ok(id);
+    }
+    let (location, component) = location_and_component(key);
+    tx.prepare_cached(
+        "INSERT INTO files (node, data_dir, keyspace, table_name, table_id, rel_path, location, component)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        node,
+        key.data_dir,
+        key.keyspace,
+        key.table,
+        key.table_id,
+        key.rel_path,
+        location,
+        component
+    ])?;
+    Ok(tx.last_insert_rowid())
+}
+
+/// Applies one change inside a batch's transaction.
+/// `time` is the batch's time, used where a change has no time of its own.
+pub fn apply_change(
+    tx: &Transaction<'_>,
+    node: &str,
+    time: i64,
+    change: &Change,
+) -> rusqlite::Result<()> {
+    match change {
+        Change::Blob {
+            hash,
+            size,
+            stored_size,
+        } => {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO blobs (hash, size, stored_size, first_seen)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                hash.as_slice(),
+                *size as i64,
+                *stored_size as i64,
+                time
+            ])?;
+        }
+        Change::Start {
+            key,
+            hash,
+            size,
+            mtime,
+            at,
+        } => {
+            let id = file_id(tx, node, key)?;
+            // Versions of one file never overlap and never share a start time.
+            let last_from: Option<i64> = tx
+                .prepare_cached("SELECT MAX(valid_from) FROM versions WHERE file_id = ?1")?
+                .query_row([id], |r| r.get(0))?;
+            let at = last_from.map_or(*at, |f| (*at).max(f + 1));
+            tx.prepare_cached(
+                "UPDATE versions SET valid_to = ?2 WHERE file_id = ?1 AND valid_to IS NULL",
+            )?
+            .execute(params![id, at])?;
+            tx.prepare_cached(
+                "INSERT INTO versions (file_id, valid_from, valid_to, hash, size, mtime)
+                 VALUES (?1, ?2, NULL, ?3, ?4, ?5)",
+            )?
+            .execute(params![id, at, hash.as_slice(), *size as i64, mtime])?;
+        }
+        Change::End { key, at } => {
+            let id = file_id(tx, node, key)?;
+            tx.prepare_cached(
+                "UPDATE versions SET valid_to = MAX(?2, valid_from + 1)
+                 WHERE file_id = ?1 AND valid_to IS NULL",
+            )?
+            .execute(params![id, at])?;
+        }
+        Change::Snapshot {
+            name,
+            time,
+            scope,
+            files,
+            bytes,
+        } => {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO snapshots (node, name, time, scope, files, bytes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                node,
+                name,
+                time,
+                scope,
+                *files as i64,
+                *bytes as i64
+            ])?;
+        }
+        Change::Corrupt { key, detail, at } => {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO corrupt (node, data_dir, keyspace, table_name, table_id, rel_path, detail, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                node,
+                key.data_dir,
+                key.keyspace,
+                key.table,
+                key.table_id,
+                key.rel_path,
+                detail,
+                at
+            ])?;
+        }
+    }
+    Ok(())
+}
