@@ -7,6 +7,9 @@
 //! - [`cassandra`]: what every path under a Cassandra data directory is, and whether an
 //!   SSTable is complete and intact enough to back up.
 //! - [`config`]: the TOML configuration file and how it merges with flags.
+//! - [`store`]: the repository and its content-addressed blob store (object storage,
+//!   BLAKE3 ids, framed zstd, multipart upload, verified restore).
 
 pub mod cassandra;
 pub mod config;
+pub mod store;
