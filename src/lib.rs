@@ -10,8 +10,11 @@
 //!   snapshots, and the change batches mirrored to the repository.
 //! - [`timespec`]: times as operators write them.
 //! - [`config`]: the TOML configuration file and how it merges with flags.
+//! - [`store`]: the repository and its content-addressed blob store (object storage,
+//!   BLAKE3 ids, framed zstd, multipart upload, verified restore).
 
 pub mod cassandra;
 pub mod catalog;
 pub mod config;
+pub mod store;
 pub mod timespec;

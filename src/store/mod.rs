@@ -1,0 +1,41 @@
+//! The content-addressed blob store: one repository = one bucket prefix or directory.
+//!
+//! ```text
+//! <repo>/config                 repository format, id, compression (repo.rs)
+//! <repo>/blobs/<aa>/<hash>      one file's bytes, framed zstd (blob.rs), named by BLAKE3 (hash.rs)
+//! <repo>/staging/<uuid>         only while a blob is written with PutStrategy::Staging
+//! <repo>/nodes/…                catalog logs and manifests (later modules, via put_object/get_object)
+//! ```
+//!
+//! Files in this module, one concept each:
+//! - [`url`]: repository URLs and building the object store (S3, GCS, Azure, file, memory).
+//! - [`options`]: [`StoreOptions`]: backend settings, retries, upload tuning; redacted secrets.
+//! - [`repo`]: [`Repository`]: `config`, `init`/`open`, object helpers.
+//! - [`hash`]: [`BlobId`] and file hashing.
+//! - [`blob`]: the blob object format (frames, index, footer) and frame (de)compression.
+//! - [`write`]: `put_file`: hash, dedup, parallel compression, multipart upload.
+//! - [`read`]: `get_to_file`: download, parallel decompression, verified atomic placement.
+//! - [`error`]: [`StoreError`].
+//!
+//! The API is async (tokio); CPU work runs on rayon's pool and blocking file I/O on
+//! tokio's blocking threads, so callers need a multi-threaded tokio runtime.
+
+pub mod blob;
+pub mod error;
+pub mod hash;
+pub mod options;
+mod read;
+pub mod repo;
+pub mod url;
+mod write;
+
+pub use error::StoreError;
+pub use hash::{BlobId, hash_file};
+pub use options::{
+    CompressionOptions, PutStrategy, RetryOptions, S3Options, Secret, Sse, StoreOptions,
+};
+pub use repo::{
+    CONFIG_KEY, CompressionConfig, PutOutcome, REPO_FORMAT_VERSION, RepoConfig, Repository,
+    blob_key,
+};
+pub use url::{RepoUrl, Scheme};

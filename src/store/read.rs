@@ -1,0 +1,254 @@
+//! Reading blobs: download, parallel decompression, hash check, atomic placement.
+//!
+//! ```text
+//! GET stream ──chunks──▶ channel (16) ──▶ decoder thread: parse frames ──▶ rayon decode (window)
+//!                                                      ──in order──▶ hash + write `<dest>.partial`
+//! ```
+//!
+//! One GET streams the whole object; the decoder parses frame headers as the bytes
+//! arrive and decodes up to `threads + 2` frames at once, writing them in order. Memory
+//! is bounded by that window and the channel, whatever the blob size.
+//!
+//! [`get_to_file`] writes to `<dest>.partial`, fsyncs it, and renames it to `dest` only
+//! when the BLAKE3 of what was written equals the blob id; otherwise (or on any other
+//! error) it deletes the `.partial` file and leaves `dest` as it was. A missing blob,
+//! a damaged one (bad framing, truncated, undecodable frame) and one whose content does
+//! not match its id each give their own error naming the blob.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Buf, Bytes};
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+use tokio::sync::mpsc;
+
+use super::blob::{BlobReader, FormatError, decode_frame};
+use super::error::StoreError;
+use super::hash::BlobId;
+use super::repo::{Repository, blob_key, join_err};
+
+type TransportSlot = Arc<Mutex<Option<object_store::Error>>>;
+
+/// A blocking `Read` over the chunks of an async GET stream.
+struct ChannelReader {
+    rx: mpsc::Receiver<Result<Bytes, object_store::Error>>,
+    current: Bytes,
+    transport_error: TransportSlot,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                None => return Ok(0),
+                Some(Ok(b)) => self.current = b,
+                Some(Err(e)) => {
+                    if let Ok(mut slot) = self.transport_error.lock() {
+                        *slot = Some(e);
+                    }
+                    return Err(io::Error::other("download failed"));
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        self.current.copy_to_slice(&mut buf[..n]);
+        Ok(n)
+    }
+}
+
+enum DecodeFail {
+    Format(FormatError),
+    Write(io::Error),
+    Internal(String),
+}
+
+/// Streams blob `id` into `writer`; returns the writer, the hash of what was written
+/// and its length. `dest` is only used to name the file in write errors.
+pub(crate) async fn read_blob_into<W: Write + Send + 'static>(
+    repo: &Repository,
+    id: &BlobId,
+    writer: W,
+    dest: Option<&Path>,
+) -> Result<(W, BlobId, u64), StoreError> {
+    let key = blob_key(id);
+    let got = match repo.store().get(&key).await {
+        Ok(r) => r,
+        Err(e @ object_store::Error::NotFound { .. }) => {
+            return Err(match repo.classify(e) {
+                StoreError::Backend { .. } => StoreError::BlobNotFound {
+                    id: *id,
+                    url: repo.url_text().to_string(),
+                },
+                other => other,
+            });
+        }
+        Err(e) => return Err(repo.classify(e)),
+    };
+    let mut stream = got.into_stream();
+    let (tx, rx) = mpsc::channel(16);
+    let forwarder = tokio::spawn(async move {
+        while let Some(item) = stream.next().await {
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    let slot: TransportSlot = Arc::new(Mutex::new(None));
+    let reader = ChannelReader {
+        rx,
+        current: Bytes::new(),
+        transport_error: slot.clone(),
+    };
+    let decoded = tokio::task::spawn_blocking(move || decode_stream(reader, writer))
+        .await
+        .map_err(join_err)?;
+    forwarder.abort();
+    let transport = slot.lock().ok().and_then(|mut s| s.take());
+    match decoded {
+        Ok(v) => Ok(v),
+        Err(_) if transport.is_some() => match transport {
+            Some(e) => Err(repo.classify(e)),
+            None => Err(StoreError::Internal("transport error vanished".into())),
+        },
+        Err(DecodeFail::Format(f)) => Err(StoreError::CorruptBlob {
+            id: *id,
+            reason: f.to_string(),
+        }),
+        Err(DecodeFail::Write(source)) => Err(StoreError::WriteFile {
+            path: dest.map(Path::to_path_buf).unwrap_or_default(),
+            source,
+        }),
+        Err(DecodeFail::Internal(m)) => Err(StoreError::Internal(m)),
+    }
+}
+
+fn decode_stream<W: Write>(
+    reader: ChannelReader,
+    mut writer: W,
+) -> Result<(W, BlobId, u64), DecodeFail> {
+    let mut blob = BlobReader::new(reader).map_err(DecodeFail::Format)?;
+    let mut hasher = blake3::Hasher::new();
+    let window = rayon::current_num_threads() + 2;
+    type FrameResult = Result<Vec<u8>, FormatError>;
+    let mut inflight: VecDeque<std_mpsc::Receiver<FrameResult>> = VecDeque::new();
+    let mut written = 0u64;
+    let mut emit = |rx: std_mpsc::Receiver<FrameResult>, writer: &mut W| {
+        let raw = rx
+            .recv()
+            .map_err(|_| DecodeFail::Internal("a decompression task died".into()))?
+            .map_err(DecodeFail::Format)?;
+        hasher.update(&raw);
+        writer.write_all(&raw).map_err(DecodeFail::Write)?;
+        written += raw.len() as u64;
+        Ok::<(), DecodeFail>(())
+    };
+    while let Some((entry, payload)) = blob.next_frame().map_err(DecodeFail::Format)? {
+        let (ftx, frx) = std_mpsc::sync_channel(1);
+        rayon::spawn(move || {
+            let _ = ftx.send(decode_frame(entry, payload));
+        });
+        inflight.push_back(frx);
+        while inflight.len() >= window {
+            if let Some(rx) = inflight.pop_front() {
+                emit(rx, &mut writer)?;
+            }
+        }
+    }
+    while let Some(rx) = inflight.pop_front() {
+        emit(rx, &mut writer)?;
+    }
+    writer.flush().map_err(DecodeFail::Write)?;
+    if written != blob.raw_size() {
+        return Err(DecodeFail::Internal(
+            "decoded size differs from frame sizes".into(),
+        ));
+    }
+    Ok((writer, hasher.finalize().into(), written))
+}
+
+/// `<dest>.partial`, next to `dest`.
+fn partial_path(dest: &Path) -> Result<PathBuf, StoreError> {
+    let name = dest.file_name().ok_or_else(|| {
+        StoreError::InvalidOption(format!(
+            "restore destination {} has no file name",
+            dest.display()
+        ))
+    })?;
+    let mut partial = name.to_os_string();
+    partial.push(".partial");
+    Ok(dest.with_file_name(partial))
+}
+
+pub(crate) async fn get_to_file(
+    repo: &Repository,
+    id: &BlobId,
+    dest: &Path,
+) -> Result<u64, StoreError> {
+    let partial = partial_path(dest)?;
+    let write_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source: io::Error| StoreError::WriteFile { path, source }
+    };
+    let file = File::create(&partial).map_err(write_err(&partial))?;
+    let result = read_blob_into(repo, id, file, Some(&partial)).await;
+    let (file, actual, size) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    let id = *id;
+    let dest = dest.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let finish = || -> Result<(), StoreError> {
+            file.sync_all().map_err(write_err(&partial))?;
+            drop(file);
+            if actual != id {
+                return Err(StoreError::HashMismatch {
+                    id,
+                    actual,
+                    dest: Some(dest.clone()),
+                });
+            }
+            std::fs::rename(&partial, &dest).map_err(write_err(&dest))?;
+            if let Some(parent) = dest.parent() {
+                let dir = if parent.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    parent
+                };
+                File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(write_err(dir))?;
+            }
+            Ok(())
+        };
+        let r = finish();
+        if r.is_err() {
+            let _ = std::fs::remove_file(&partial);
+        }
+        r
+    })
+    .await
+    .map_err(join_err)??;
+    Ok(size)
+}
+
+pub(crate) async fn verify(repo: &Repository, id: &BlobId) -> Result<u64, StoreError> {
+    let (_, actual, size) = read_blob_into(repo, id, io::sink(), None).await?;
+    if actual != *id {
+        return Err(StoreError::HashMismatch {
+            id: *id,
+            actual,
+            dest: None,
+        });
+    }
+    Ok(size)
+}

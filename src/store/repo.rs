@@ -1,0 +1,468 @@
+//! A repository: its `config` object, `init` and `open`, and object helpers.
+//!
+//! `config` is a small JSON document written once by `init`:
+//!
+//! ```json
+//! {"format":1,"id":"7f0c…","created":"2026-01-02T03:04:05Z","hash":"blake3",
+//!  "compression":{"algorithm":"zstd","level":1,"frame_size":4194304}}
+//! ```
+//!
+//! `init` HEADs `config` first and then writes it with a conditional create
+//! (`PutMode::Create`, i.e. `If-None-Match: *` on S3). Some S3-compatible stores
+//! ignore that header, so correctness does not rest on it: after writing, `init` reads
+//! `config` back and only succeeds if the repository id there is its own; of two
+//! racing `init`s on such a store exactly one (the last writer) succeeds.
+//!
+//! `open` reads `config`, first looking only at `format` so that a repository written
+//! by a newer tablesafe is refused with a message saying so, whatever else changed.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use super::blob::{MAX_FRAME_SIZE, MIN_FRAME_SIZE};
+use super::error::{Ctx, StoreError, classify};
+use super::hash::BlobId;
+use super::options::StoreOptions;
+use super::url::{RepoUrl, build_store};
+use super::{read, write};
+
+/// The repository format this tablesafe writes and the newest it reads.
+pub const REPO_FORMAT_VERSION: u64 = 1;
+
+/// Key of the configuration object.
+pub const CONFIG_KEY: &str = "config";
+
+/// Compression settings recorded in the repository config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompressionConfig {
+    /// Always `"zstd"` in format 1.
+    pub algorithm: String,
+    /// zstd level used for new blobs.
+    pub level: i32,
+    /// Raw bytes per frame for new blobs.
+    pub frame_size: u32,
+}
+
+/// The contents of `<repo>/config`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoConfig {
+    /// Repository format version.
+    pub format: u64,
+    /// Random repository id (UUID v4), fixed at `init`.
+    pub id: String,
+    /// When the repository was created (RFC 3339, UTC).
+    pub created: String,
+    /// Blob id hash function: `"blake3"`.
+    pub hash: String,
+    pub compression: CompressionConfig,
+}
+
+impl RepoConfig {
+    fn new(opts: &StoreOptions) -> RepoConfig {
+        RepoConfig {
+            format: REPO_FORMAT_VERSION,
+            id: uuid::Uuid::new_v4().to_string(),
+            created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            hash: "blake3".into(),
+            compression: CompressionConfig {
+                algorithm: "zstd".into(),
+                level: opts.compression.level,
+                frame_size: opts.compression.frame_size,
+            },
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.hash != "blake3" {
+            return Err(format!("unknown hash {:?}", self.hash));
+        }
+        check_compression(&self.compression)
+    }
+
+    /// Parses a config document, refusing newer formats before anything else.
+    pub fn parse(bytes: &[u8], url: &str) -> Result<RepoConfig, StoreError> {
+        let bad = |reason: String| StoreError::BadConfig {
+            url: url.to_string(),
+            reason,
+        };
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
+        let format = value
+            .get("format")
+            .and_then(|f| f.as_u64())
+            .ok_or_else(|| bad("no numeric \"format\" field".into()))?;
+        if format > REPO_FORMAT_VERSION {
+            return Err(StoreError::UnsupportedFormat {
+                found: format,
+                supported: REPO_FORMAT_VERSION,
+            });
+        }
+        if format == 0 {
+            return Err(bad("format 0 does not exist".into()));
+        }
+        let config: RepoConfig = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+        config.validate().map_err(bad)?;
+        Ok(config)
+    }
+}
+
+fn check_compression(c: &CompressionConfig) -> Result<(), String> {
+    if c.algorithm != "zstd" {
+        return Err(format!("unknown compression {:?}", c.algorithm));
+    }
+    if !(1..=19).contains(&c.level) {
+        return Err(format!("zstd level {} outside 1..=19", c.level));
+    }
+    if !(MIN_FRAME_SIZE..=MAX_FRAME_SIZE).contains(&c.frame_size) {
+        return Err(format!(
+            "frame size {} outside {MIN_FRAME_SIZE}..={MAX_FRAME_SIZE}",
+            c.frame_size
+        ));
+    }
+    Ok(())
+}
+
+/// The object key of a blob: `blobs/<first two hex digits>/<64 hex digits>`.
+pub fn blob_key(id: &BlobId) -> ObjectPath {
+    let hex = id.to_hex();
+    ObjectPath::from(format!("blobs/{}/{}", &hex[..2], hex))
+}
+
+/// What `put_file` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PutOutcome {
+    /// The blob id (BLAKE3 of the file).
+    pub id: BlobId,
+    /// Raw size of the file.
+    pub size: u64,
+    /// Size of the stored object (compressed, with framing).
+    pub stored_size: u64,
+    /// False when the blob was already in the repository and nothing was uploaded.
+    pub uploaded: bool,
+}
+
+/// An open repository.
+pub struct Repository {
+    url: RepoUrl,
+    url_text: String,
+    store: Arc<dyn ObjectStore>,
+    config: RepoConfig,
+    opts: StoreOptions,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("url", &self.url_text)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Repository {
+    /// Creates a new repository at `url` and returns it open. Fails with
+    /// [`StoreError::AlreadyInitialised`] if one is there already. For `file://`, the
+    /// directory is created if needed.
+    pub async fn init(url: &str, opts: &StoreOptions) -> Result<Repository, StoreError> {
+        let url = RepoUrl::parse(url)?;
+        let url_text = url.to_string();
+        let config = RepoConfig::new(opts);
+        check_compression(&config.compression).map_err(StoreError::InvalidOption)?;
+        if let Some(dir) = url.local_path() {
+            let d = dir.clone();
+            tokio::task::spawn_blocking(move || std::fs::create_dir_all(&d))
+                .await
+                .map_err(join_err)?
+                .map_err(|source| local_dir_error(&url_text, dir, source))?;
+        }
+        let store = build_store(&url, opts)?;
+        let repo = Repository {
+            url,
+            url_text,
+            store,
+            config,
+            opts: opts.clone(),
+        };
+        let key = ObjectPath::from(CONFIG_KEY);
+        if repo.head_size(&key).await?.is_some() {
+            return Err(repo.already());
+        }
+        let body = serde_json::to_vec_pretty(&repo.config)
+            .map_err(|e| StoreError::Internal(format!("config serialisation: {e}")))?;
+        let put = repo
+            .store
+            .put_opts(
+                &key,
+                PutPayload::from(body),
+                PutOptions {
+                    mode: PutMode::Create,
+                    ..Default::default()
+                },
+            )
+            .await;
+        match put {
+            Ok(_) => {}
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => return Err(repo.already()),
+            Err(e) => return Err(repo.classify(e)),
+        }
+        // Read back: on a store that ignored the condition, a concurrent init may have
+        // overwritten ours, and then it is that one's repository, not ours.
+        let stored = repo.get_object(CONFIG_KEY).await?;
+        match RepoConfig::parse(&stored, &repo.url_text) {
+            Ok(c) if c.id == repo.config.id => Ok(repo),
+            _ => Err(repo.already()),
+        }
+    }
+
+    /// Opens an existing repository, refusing a URL with no `config` and a repository
+    /// of a newer format.
+    pub async fn open(url: &str, opts: &StoreOptions) -> Result<Repository, StoreError> {
+        let url = RepoUrl::parse(url)?;
+        let url_text = url.to_string();
+        if let Some(dir) = url.local_path()
+            && !dir.is_dir()
+        {
+            return Err(StoreError::NotInitialised { url: url_text });
+        }
+        let store = build_store(&url, opts)?;
+        let bytes = match store.get(&ObjectPath::from(CONFIG_KEY)).await {
+            Ok(r) => r.bytes().await,
+            Err(e) => Err(e),
+        };
+        let ctx = Ctx {
+            url: &url_text,
+            bucket: url.bucket(),
+            kind: url.backend_kind(),
+        };
+        let bytes = match bytes {
+            Ok(b) => b,
+            Err(e @ object_store::Error::NotFound { .. }) => {
+                return Err(match classify(e, &ctx) {
+                    StoreError::Backend { .. } => StoreError::NotInitialised { url: url_text },
+                    other => other,
+                });
+            }
+            Err(e) => return Err(classify(e, &ctx)),
+        };
+        let config = RepoConfig::parse(&bytes, &url_text)?;
+        Ok(Repository {
+            url,
+            url_text,
+            store,
+            config,
+            opts: opts.clone(),
+        })
+    }
+
+    /// The repository URL.
+    pub fn url(&self) -> &RepoUrl {
+        &self.url
+    }
+
+    /// The repository's configuration.
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    /// The object store, rooted at the repository (keys like `config`, `blobs/..`).
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    pub(crate) fn options(&self) -> &StoreOptions {
+        &self.opts
+    }
+
+    /// Stores a file as a blob (unless it is there already) and returns its id. The
+    /// blob is complete and durable in the store when this returns.
+    pub async fn put_file(&self, path: &Path) -> Result<PutOutcome, StoreError> {
+        write::put_file(self, path).await
+    }
+
+    /// Restores a blob to `dest`: downloads, decompresses and hashes it into
+    /// `<dest>.partial`, fsyncs, checks the hash, then renames to `dest`. On any
+    /// error `dest` is untouched and the `.partial` file removed. Returns the size.
+    pub async fn get_to_file(&self, id: &BlobId, dest: &Path) -> Result<u64, StoreError> {
+        read::get_to_file(self, id, dest).await
+    }
+
+    /// Downloads and decodes a blob, checking its hash, without writing it anywhere.
+    /// Returns its size.
+    pub async fn verify_blob(&self, id: &BlobId) -> Result<u64, StoreError> {
+        read::verify(self, id).await
+    }
+
+    /// Streams a blob's raw bytes into `writer` (decoded in parallel, bounded memory)
+    /// and returns the writer, the hash of what was written and its size. The caller
+    /// must compare the hash with `id` before trusting the bytes.
+    pub async fn read_blob_into<W: std::io::Write + Send + 'static>(
+        &self,
+        id: &BlobId,
+        writer: W,
+    ) -> Result<(W, BlobId, u64), StoreError> {
+        read::read_blob_into(self, id, writer, None).await
+    }
+
+    /// Whether a blob is in the repository.
+    pub async fn exists(&self, id: &BlobId) -> Result<bool, StoreError> {
+        Ok(self.head_size(&blob_key(id)).await?.is_some())
+    }
+
+    /// Stored size of a blob, if it is there.
+    pub async fn blob_stored_size(&self, id: &BlobId) -> Result<Option<u64>, StoreError> {
+        self.head_size(&blob_key(id)).await
+    }
+
+    /// Deletes a blob; deleting a missing blob is not an error.
+    pub async fn delete(&self, id: &BlobId) -> Result<(), StoreError> {
+        self.delete_key(&blob_key(id)).await
+    }
+
+    /// Writes (or overwrites) a small object, e.g. `nodes/<node>/log/<seq>`.
+    pub async fn put_object(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        let key = object_path(key)?;
+        self.store
+            .put(&key, PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|e| self.classify(e))
+    }
+
+    /// Writes an object only if none exists at `key`: true if it was created. Checks
+    /// with HEAD first and then uses a conditional create, so it also refuses to
+    /// overwrite on stores that ignore the condition (except in a race).
+    pub async fn put_object_if_absent(&self, key: &str, bytes: Bytes) -> Result<bool, StoreError> {
+        let path = object_path(key)?;
+        if self.head_size(&path).await?.is_some() {
+            return Ok(false);
+        }
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(&path, PutPayload::from(bytes), opts)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(false),
+            Err(e) => Err(self.classify(e)),
+        }
+    }
+
+    /// Reads a whole (small) object.
+    pub async fn get_object(&self, key: &str) -> Result<Bytes, StoreError> {
+        let path = object_path(key)?;
+        let result = match self.store.get(&path).await {
+            Ok(r) => r.bytes().await,
+            Err(e) => Err(e),
+        };
+        result.map_err(|e| match e {
+            object_store::Error::NotFound { .. } => match self.classify(e) {
+                StoreError::Backend { .. } => StoreError::ObjectNotFound {
+                    path: key.to_string(),
+                    url: self.url_text.clone(),
+                },
+                other => other,
+            },
+            e => self.classify(e),
+        })
+    }
+
+    /// Size of an object, or `None` if there is none at `key`.
+    pub async fn object_size(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        self.head_size(&object_path(key)?).await
+    }
+
+    /// Deletes an object; a missing object is not an error.
+    pub async fn delete_object(&self, key: &str) -> Result<(), StoreError> {
+        self.delete_key(&object_path(key)?).await
+    }
+
+    /// Keys and sizes of every object under `prefix` (e.g. `nodes/n1/log/`), sorted.
+    /// Meant for small prefixes (catalog rebuild), never for `blobs/`.
+    pub async fn list_objects(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let prefix = object_path(prefix.trim_end_matches('/'))?;
+        let mut out: Vec<(String, u64)> = self
+            .store
+            .list(Some(&prefix))
+            .map_ok(|m| (m.location.to_string(), m.size))
+            .try_collect()
+            .await
+            .map_err(|e| self.classify(e))?;
+        out.sort();
+        Ok(out)
+    }
+
+    pub(crate) async fn head_size(&self, key: &ObjectPath) -> Result<Option<u64>, StoreError> {
+        match self.store.head(key).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(e @ object_store::Error::NotFound { .. }) => match self.classify(e) {
+                StoreError::Backend { .. } => Ok(None),
+                other => Err(other),
+            },
+            Err(e) => Err(self.classify(e)),
+        }
+    }
+
+    pub(crate) async fn delete_key(&self, key: &ObjectPath) -> Result<(), StoreError> {
+        match self.store.delete(key).await {
+            Ok(()) => Ok(()),
+            Err(e @ object_store::Error::NotFound { .. }) => match self.classify(e) {
+                StoreError::Backend { .. } => Ok(()),
+                other => Err(other),
+            },
+            Err(e) => Err(self.classify(e)),
+        }
+    }
+
+    pub(crate) fn classify(&self, e: object_store::Error) -> StoreError {
+        classify(
+            e,
+            &Ctx {
+                url: &self.url_text,
+                bucket: self.url.bucket(),
+                kind: self.url.backend_kind(),
+            },
+        )
+    }
+
+    pub(crate) fn url_text(&self) -> &str {
+        &self.url_text
+    }
+
+    fn already(&self) -> StoreError {
+        StoreError::AlreadyInitialised {
+            url: self.url_text.clone(),
+        }
+    }
+}
+
+fn object_path(key: &str) -> Result<ObjectPath, StoreError> {
+    ObjectPath::parse(key)
+        .map_err(|e| StoreError::InvalidOption(format!("object key {key:?}: {e}")))
+}
+
+fn local_dir_error(url: &str, dir: std::path::PathBuf, source: std::io::Error) -> StoreError {
+    if source.kind() == std::io::ErrorKind::PermissionDenied {
+        StoreError::AccessDenied {
+            url: url.to_string(),
+            hint: "the permissions of the repository directory",
+        }
+    } else {
+        StoreError::WriteFile { path: dir, source }
+    }
+}
+
+pub(crate) fn join_err(e: tokio::task::JoinError) -> StoreError {
+    StoreError::Internal(format!("background task failed: {e}"))
+}

@@ -1,0 +1,342 @@
+//! Writing blobs: hash, dedup check, parallel compression, multipart upload.
+//!
+//! # Pipeline
+//!
+//! ```text
+//! reader thread ──frames──▶ rayon (encode_frame, in parallel) ──in order──▶ channel ──▶ upload task
+//!  (read 4 MiB, hash)         window of threads+2 frames                  8 items       WriteMultipart,
+//!                                                                                       `upload_concurrency` parts
+//! ```
+//!
+//! Memory is bounded whatever the file size: at most `threads + 2` frames being encoded
+//! (raw + compressed, 8 MiB each), 8 channel items (4 frames), one part being filled and
+//! `upload_concurrency` parts in flight (8 MiB each by default): about 100 MiB in the
+//! worst case on a 2-core machine, measured at 60-75 MiB peak RSS for a 4 GiB file (see
+//! the report in `benches/store_throughput.sh`).
+//!
+//! An encoded blob smaller than one part is sent with a single PUT; a larger one with a
+//! multipart upload. Either way the final key only exists once the whole blob is there
+//! (S3 makes a multipart object visible at CompleteMultipartUpload; the local store
+//! writes a temporary file and renames it, fsync'd): when `put_file` returns, the blob is
+//! durable, and a crash before that leaves no partial blob under `blobs/`.
+//!
+//! # Strategy: hash first (default) versus staging
+//!
+//! - [`PutStrategy::HashFirst`]: hash the file (memory-mapped, all cores), HEAD the blob,
+//!   and only if it is missing compress + upload it to its final key, re-hashing during
+//!   that second read; if the second hash differs (the file changed in between) the
+//!   upload is aborted before it completes and `SourceChanged` returned.
+//! - [`PutStrategy::Staging`]: one read that hashes while compressing and uploading to
+//!   `staging/<uuid>`, then a server-side copy (a rename on `file://`) to the final key
+//!   and a delete of the staging object.
+//!
+//! Hash-first is the default: it uploads nothing for a blob the repository already has
+//! (the common case: the same SSTable seen live, in `backups/` and in snapshots, or on
+//! a re-run), needs no server-side copy (S3's single CopyObject stops at 5 GiB, and a
+//! copy rewrites the whole object server-side), and leaves no orphan staging objects
+//! after a crash. Its cost is a second read, which comes from the page cache for any
+//! file that fits there and costs one extra BLAKE3 pass otherwise. Figures in
+//! `benches/store_throughput.sh`'s report.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc as std_mpsc;
+
+use bytes::Bytes;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
+use tokio::sync::mpsc;
+
+use super::blob::{EncodedFrame, FrameEntry, encode_frame, encode_header, encode_trailer};
+use super::error::StoreError;
+use super::hash::{BlobId, hash_file};
+use super::options::PutStrategy;
+use super::repo::{PutOutcome, Repository, blob_key, join_err};
+
+/// Most parts a multipart upload may have here (S3 allows 10,000).
+const MAX_PARTS: u64 = 9_000;
+/// S3's smallest part size (except the last part).
+const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
+
+pub(crate) async fn put_file(repo: &Repository, path: &Path) -> Result<PutOutcome, StoreError> {
+    match repo.options().strategy {
+        PutStrategy::HashFirst => put_hash_first(repo, path).await,
+        PutStrategy::Staging => put_staging(repo, path).await,
+    }
+}
+
+async fn put_hash_first(repo: &Repository, path: &Path) -> Result<PutOutcome, StoreError> {
+    let p = path.to_path_buf();
+    let (id, size) = tokio::task::spawn_blocking(move || hash_file(&p))
+        .await
+        .map_err(join_err)??;
+    let key = blob_key(&id);
+    if let Some(stored_size) = repo.head_size(&key).await? {
+        return Ok(PutOutcome {
+            id,
+            size,
+            stored_size,
+            uploaded: false,
+        });
+    }
+    let up = upload_encoded(repo, &key, path, Some(id)).await?;
+    Ok(PutOutcome {
+        id,
+        size: up.raw_size,
+        stored_size: up.stored_size,
+        uploaded: true,
+    })
+}
+
+async fn put_staging(repo: &Repository, path: &Path) -> Result<PutOutcome, StoreError> {
+    let staging = ObjectPath::from(format!("staging/{}", uuid::Uuid::new_v4()));
+    let up = upload_encoded(repo, &staging, path, None).await?;
+    let key = blob_key(&up.id);
+    let moved = async {
+        if repo.head_size(&key).await?.is_some() {
+            return Ok(false);
+        }
+        // `rename` is an atomic rename(2) on file://, copy + delete on object stores.
+        repo.store()
+            .rename(&staging, &key)
+            .await
+            .map_err(|e| repo.classify(e))?;
+        Ok::<bool, StoreError>(true)
+    }
+    .await;
+    if !matches!(moved, Ok(true)) {
+        let _ = repo.delete_key(&staging).await;
+    }
+    let uploaded = moved?;
+    let stored_size = if uploaded {
+        up.stored_size
+    } else {
+        repo.head_size(&key).await?.unwrap_or(up.stored_size)
+    };
+    Ok(PutOutcome {
+        id: up.id,
+        size: up.raw_size,
+        stored_size,
+        uploaded,
+    })
+}
+
+pub(crate) struct Uploaded {
+    pub id: BlobId,
+    pub raw_size: u64,
+    pub stored_size: u64,
+}
+
+/// Part size for a file: the configured size, raised so the upload needs at most
+/// [`MAX_PARTS`] parts, rounded up to a MiB.
+fn part_size_for(configured: usize, file_len: u64) -> usize {
+    const MIB: u64 = 1024 * 1024;
+    let needed = file_len.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB;
+    let needed = usize::try_from(needed).unwrap_or(usize::MAX);
+    configured.max(MIN_PART_SIZE).max(needed)
+}
+
+/// Encodes `path` and uploads it to `key`. With `expected`, the upload is abandoned
+/// (nothing appears at `key`) if the bytes read do not hash to it.
+async fn upload_encoded(
+    repo: &Repository,
+    key: &ObjectPath,
+    path: &Path,
+    expected: Option<BlobId>,
+) -> Result<Uploaded, StoreError> {
+    let opts = repo.options();
+    let level = repo.config().compression.level;
+    let frame_size = repo.config().compression.frame_size;
+    let file_len = std::fs::metadata(path)
+        .map_err(|source| StoreError::ReadFile {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .len();
+    let part_size = part_size_for(opts.part_size, file_len);
+    let concurrency = opts.upload_concurrency.max(1);
+
+    let (tx, mut rx) = mpsc::channel::<Bytes>(8);
+    let p = path.to_path_buf();
+    let producer =
+        tokio::task::spawn_blocking(move || encode_file(&p, level, frame_size, file_len, tx));
+
+    let mut pending: Vec<Bytes> = Vec::new();
+    let mut pending_len = 0usize;
+    let mut upload: Option<WriteMultipart> = None;
+    let consumed: Result<(), object_store::Error> = async {
+        while let Some(chunk) = rx.recv().await {
+            match upload.as_mut() {
+                Some(w) => {
+                    w.wait_for_capacity(concurrency).await?;
+                    w.put(chunk);
+                }
+                None => {
+                    pending_len += chunk.len();
+                    pending.push(chunk);
+                    if pending_len >= part_size {
+                        let mp = repo.store().put_multipart(key).await?;
+                        let mut w = WriteMultipart::new_with_chunk_size(mp, part_size);
+                        for c in pending.drain(..) {
+                            w.put(c);
+                        }
+                        upload = Some(w);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    // Let a producer blocked on a full channel see that nobody listens any more.
+    drop(rx);
+    let produced = producer.await.map_err(join_err);
+
+    let abort = |upload: Option<WriteMultipart>| async move {
+        if let Some(w) = upload {
+            let _ = w.abort().await;
+        }
+    };
+    if let Err(e) = consumed {
+        abort(upload).await;
+        return Err(repo.classify(e));
+    }
+    let (id, raw_size, stored_size) = match produced {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) | Err(e) => {
+            abort(upload).await;
+            return Err(e);
+        }
+    };
+    if expected.is_some_and(|e| e != id) {
+        abort(upload).await;
+        return Err(StoreError::SourceChanged {
+            path: path.to_path_buf(),
+        });
+    }
+    let done = match upload {
+        Some(w) => w.finish().await,
+        None => repo.store().put(key, PutPayload::from_iter(pending)).await,
+    };
+    done.map_err(|e| repo.classify(e))?;
+    Ok(Uploaded {
+        id,
+        raw_size,
+        stored_size,
+    })
+}
+
+/// Reads up to `buf.len()` bytes, stopping early only at end of file.
+fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+struct Emitter {
+    tx: mpsc::Sender<Bytes>,
+    frames: Vec<FrameEntry>,
+    offset: u64,
+}
+
+impl Emitter {
+    fn send(&mut self, b: Bytes) -> Result<(), StoreError> {
+        self.offset += b.len() as u64;
+        self.tx
+            .blocking_send(b)
+            .map_err(|_| StoreError::Internal("upload stopped".into()))
+    }
+
+    fn frame(&mut self, f: EncodedFrame) -> Result<(), StoreError> {
+        self.frames.push(f.entry);
+        self.send(Bytes::copy_from_slice(&f.entry.to_bytes()))?;
+        self.send(f.payload)
+    }
+}
+
+/// The blocking half of the pipeline: reads, hashes, hands frames to rayon, and sends
+/// the encoded blob down `tx` in order. Returns (hash, raw size, stored size).
+fn encode_file(
+    path: &PathBuf,
+    level: i32,
+    frame_size: u32,
+    expected_len: u64,
+    tx: mpsc::Sender<Bytes>,
+) -> Result<(BlobId, u64, u64), StoreError> {
+    let read_err = |source: io::Error| StoreError::ReadFile {
+        path: path.clone(),
+        source,
+    };
+    let mut file = File::open(path).map_err(read_err)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut out = Emitter {
+        tx,
+        frames: Vec::new(),
+        offset: 0,
+    };
+    out.send(Bytes::copy_from_slice(&encode_header(frame_size)))?;
+    let window = rayon::current_num_threads() + 2;
+    let mut inflight: VecDeque<std_mpsc::Receiver<EncodedFrame>> = VecDeque::new();
+    let recv = |rx: std_mpsc::Receiver<EncodedFrame>| {
+        rx.recv()
+            .map_err(|_| StoreError::Internal("a compression task died".into()))
+    };
+    let mut raw_size = 0u64;
+    loop {
+        let mut buf = vec![0u8; frame_size as usize];
+        let n = read_full(&mut file, &mut buf).map_err(read_err)?;
+        if n == 0 {
+            break;
+        }
+        buf.truncate(n);
+        hasher.update(&buf);
+        raw_size += n as u64;
+        let (ftx, frx) = std_mpsc::sync_channel(1);
+        rayon::spawn(move || {
+            let _ = ftx.send(encode_frame(buf, level));
+        });
+        inflight.push_back(frx);
+        while inflight.len() >= window {
+            if let Some(rx) = inflight.pop_front() {
+                out.frame(recv(rx)?)?;
+            }
+        }
+        if n < frame_size as usize {
+            break;
+        }
+    }
+    while let Some(rx) = inflight.pop_front() {
+        out.frame(recv(rx)?)?;
+    }
+    let len_now = file.metadata().map_err(read_err)?.len();
+    if raw_size != expected_len || len_now != expected_len {
+        return Err(StoreError::SourceChanged { path: path.clone() });
+    }
+    let trailer = encode_trailer(&out.frames, raw_size, out.offset);
+    out.send(Bytes::from(trailer))?;
+    Ok((hasher.finalize().into(), raw_size, out.offset))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_size_grows_for_huge_files() {
+        let mib = 1024 * 1024;
+        assert_eq!(part_size_for(8 * mib, 4 << 30), 8 * mib);
+        assert_eq!(part_size_for(mib, 10), MIN_PART_SIZE);
+        let huge = 500u64 << 30; // 500 GiB
+        let p = part_size_for(8 * mib, huge) as u64;
+        assert!(huge.div_ceil(p) <= MAX_PARTS, "{p}");
+    }
+}

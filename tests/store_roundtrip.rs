@@ -1,0 +1,290 @@
+//! Blob round trips through the public API on memory://, file:// and a real S3-protocol
+//! server (s3s-fs on 127.0.0.1): frame-boundary sizes, incompressible data, multipart,
+//! dedup, both write strategies, and the generic object helpers.
+
+mod s3support;
+
+use std::path::Path;
+
+use bytes::Bytes;
+use s3support::S3Server;
+use s3support::data::{noise, text};
+use tablesafe::store::{BlobId, PutStrategy, Repository, StoreOptions, blob_key};
+
+const MIB: usize = 1024 * 1024;
+const FRAME: usize = 4 * MIB; // the default frame size
+
+/// A repository of one kind plus what keeps it alive.
+struct Fixture {
+    repo: Repository,
+    url: String,
+    opts: StoreOptions,
+    _dir: Option<tempfile::TempDir>,
+    _server: Option<S3Server>,
+}
+
+async fn fixture(kind: &str, tweak: impl FnOnce(&mut StoreOptions)) -> Fixture {
+    let (url, mut opts, dir, server) = match kind {
+        "memory" => (
+            format!("memory://rt-{}", uuid::Uuid::new_v4()),
+            StoreOptions::default(),
+            None,
+            None,
+        ),
+        "file" => {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("file://{}/repo", dir.path().display());
+            (url, StoreOptions::default(), Some(dir), None)
+        }
+        "s3" => {
+            let server = S3Server::start().await;
+            server.create_bucket("bkt");
+            let opts = server.options();
+            ("s3://bkt/some/prefix".to_string(), opts, None, Some(server))
+        }
+        other => panic!("unknown backend {other}"),
+    };
+    tweak(&mut opts);
+    let repo = Repository::init(&url, &opts).await.unwrap();
+    Fixture {
+        repo,
+        url,
+        opts,
+        _dir: dir,
+        _server: server,
+    }
+}
+
+fn write(dir: &Path, name: &str, data: &[u8]) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+/// put_file then get_to_file, checking ids, sizes and bytes.
+async fn round_trip(repo: &Repository, work: &Path, name: &str, data: &[u8]) {
+    let src = write(work, name, data);
+    let out = repo.put_file(&src).await.unwrap();
+    assert_eq!(out.id, BlobId::of_bytes(data), "{name}");
+    assert_eq!(out.size, data.len() as u64, "{name}");
+    assert!(out.uploaded, "{name}");
+    assert!(repo.exists(&out.id).await.unwrap());
+    assert_eq!(
+        repo.blob_stored_size(&out.id).await.unwrap(),
+        Some(out.stored_size),
+        "{name}"
+    );
+    let dest = work.join(format!("{name}.restored"));
+    let n = repo.get_to_file(&out.id, &dest).await.unwrap();
+    assert_eq!(n, data.len() as u64);
+    let back = std::fs::read(&dest).unwrap();
+    assert!(back == data, "{name}: restored bytes differ");
+    assert!(!work.join(format!("{name}.restored.partial")).exists());
+    assert_eq!(repo.verify_blob(&out.id).await.unwrap(), data.len() as u64);
+}
+
+async fn frame_boundaries(kind: &str) {
+    let f = fixture(kind, |_| {}).await;
+    let work = tempfile::tempdir().unwrap();
+    let sizes = [0, 1, FRAME - 1, FRAME, FRAME + 1, 2 * FRAME];
+    for (i, &n) in sizes.iter().enumerate() {
+        // alternate compressible and incompressible content
+        let data = if i % 2 == 0 {
+            text(n, i as u64)
+        } else {
+            noise(n, i as u64)
+        };
+        round_trip(&f.repo, work.path(), &format!("f{n}"), &data).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frame_boundaries_memory() {
+    frame_boundaries("memory").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frame_boundaries_file() {
+    frame_boundaries("file").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frame_boundaries_s3() {
+    frame_boundaries("s3").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressible_data_shrinks_and_noise_costs_almost_nothing() {
+    let f = fixture("file", |_| {}).await;
+    let work = tempfile::tempdir().unwrap();
+    let t = write(work.path(), "text", &text(8 * MIB, 1));
+    let r = f.repo.put_file(&t).await.unwrap();
+    assert!(r.stored_size < r.size / 2, "{r:?}");
+    let n = write(work.path(), "noise", &noise(8 * MIB, 2));
+    let r = f.repo.put_file(&n).await.unwrap();
+    // raw frames: 16 header + 2 x 9 frame headers + 1 + 2 x 9 index + 32 footer
+    assert_eq!(r.stored_size, r.size + 16 + 18 + 1 + 18 + 32, "{r:?}");
+}
+
+async fn multipart(kind: &str, strategy: PutStrategy) {
+    let f = fixture(kind, |o| {
+        o.part_size = 5 * MIB;
+        o.upload_concurrency = 3;
+        o.strategy = strategy;
+    })
+    .await;
+    let work = tempfile::tempdir().unwrap();
+    let mut data = noise(17 * MIB + 3, 7);
+    data.extend_from_slice(&text(5 * MIB, 8));
+    round_trip(&f.repo, work.path(), "big", &data).await;
+    // nothing left in staging
+    let staged = f.repo.list_objects("staging").await.unwrap();
+    assert!(staged.is_empty(), "{staged:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_s3_hash_first() {
+    multipart("s3", PutStrategy::HashFirst).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_s3_staging() {
+    multipart("s3", PutStrategy::Staging).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_file_hash_first() {
+    multipart("file", PutStrategy::HashFirst).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_file_staging() {
+    multipart("file", PutStrategy::Staging).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_memory() {
+    multipart("memory", PutStrategy::HashFirst).await;
+}
+
+async fn dedup(kind: &str, strategy: PutStrategy) {
+    let f = fixture(kind, |o| o.strategy = strategy).await;
+    let work = tempfile::tempdir().unwrap();
+    let data = text(3 * MIB, 11);
+    let a = write(work.path(), "a", &data);
+    let b = write(work.path(), "b-same-content-other-path", &data);
+    let first = f.repo.put_file(&a).await.unwrap();
+    assert!(first.uploaded);
+    let again = f.repo.put_file(&a).await.unwrap();
+    let other = f.repo.put_file(&b).await.unwrap();
+    for o in [again, other] {
+        assert!(!o.uploaded, "{o:?}");
+        assert_eq!(o.id, first.id);
+        assert_eq!(o.stored_size, first.stored_size);
+    }
+    let blobs = f.repo.list_objects("blobs").await.unwrap();
+    assert_eq!(blobs.len(), 1, "{blobs:?}");
+    assert_eq!(blobs[0].0, blob_key(&first.id).to_string());
+    assert!(f.repo.list_objects("staging").await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedup_uploads_nothing_the_second_time() {
+    dedup("memory", PutStrategy::HashFirst).await;
+    dedup("file", PutStrategy::HashFirst).await;
+    dedup("s3", PutStrategy::HashFirst).await;
+    dedup("file", PutStrategy::Staging).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopen_sees_blobs_and_config() {
+    for kind in ["memory", "file", "s3"] {
+        let f = fixture(kind, |o| {
+            o.compression.level = 3;
+            o.compression.frame_size = 256 * 1024;
+        })
+        .await;
+        let work = tempfile::tempdir().unwrap();
+        let data = text(MIB + 5, 3);
+        let p = write(work.path(), "x", &data);
+        let put = f.repo.put_file(&p).await.unwrap();
+        let again = Repository::open(&f.url, &f.opts).await.unwrap();
+        assert_eq!(again.config(), f.repo.config());
+        assert_eq!(again.config().compression.level, 3);
+        assert_eq!(again.config().compression.frame_size, 256 * 1024);
+        assert_eq!(again.config().format, 1);
+        assert!(again.exists(&put.id).await.unwrap());
+        let dest = work.path().join("y");
+        again.get_to_file(&put.id, &dest).await.unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), data);
+        again.delete(&put.id).await.unwrap();
+        assert!(!f.repo.exists(&put.id).await.unwrap());
+        // deleting twice is fine
+        again.delete(&put.id).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_helpers_for_catalog_logs() {
+    for kind in ["memory", "file", "s3"] {
+        let f = fixture(kind, |_| {}).await;
+        let r = &f.repo;
+        r.put_object("nodes/n1/log/0000000001", Bytes::from_static(b"one"))
+            .await
+            .unwrap();
+        assert!(
+            r.put_object_if_absent("nodes/n1/log/0000000002", Bytes::from_static(b"two"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !r.put_object_if_absent("nodes/n1/log/0000000002", Bytes::from_static(b"2!"))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            r.get_object("nodes/n1/log/0000000002").await.unwrap(),
+            Bytes::from_static(b"two")
+        );
+        let listed = r.list_objects("nodes/n1/log/").await.unwrap();
+        let keys: Vec<&str> = listed.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["nodes/n1/log/0000000001", "nodes/n1/log/0000000002"]);
+        assert_eq!(
+            r.object_size("nodes/n1/log/0000000001").await.unwrap(),
+            Some(3)
+        );
+        let missing = r.get_object("nodes/n1/log/9").await.unwrap_err();
+        assert!(
+            missing.to_string().contains("nodes/n1/log/9 not found"),
+            "{missing}"
+        );
+        r.delete_object("nodes/n1/log/0000000001").await.unwrap();
+        assert_eq!(
+            r.object_size("nodes/n1/log/0000000001").await.unwrap(),
+            None
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_objects_live_under_the_prefix_with_the_documented_layout() {
+    let server = S3Server::start().await;
+    server.create_bucket("bkt");
+    let repo = Repository::init("s3://bkt/some/prefix", &server.options())
+        .await
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let p = write(work.path(), "x", b"hello");
+    let put = repo.put_file(&p).await.unwrap();
+    let hex = put.id.to_hex();
+    assert!(server.object_file("bkt", "some/prefix/config").is_file());
+    let blob = server.object_file("bkt", &format!("some/prefix/blobs/{}/{hex}", &hex[..2]));
+    assert!(blob.is_file(), "{}", blob.display());
+    let cfg: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(server.object_file("bkt", "some/prefix/config")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cfg["format"], 1);
+    assert_eq!(cfg["compression"]["algorithm"], "zstd");
+    assert_eq!(cfg["id"].as_str().unwrap().len(), 36);
+}
