@@ -41,6 +41,24 @@ pub struct GlobalArgs {
     /// Only errors on standard error.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// S3-compatible endpoint, e.g. http://127.0.0.1:9000 (env AWS_ENDPOINT_URL).
+    #[arg(long, global = true, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region (env AWS_REGION).
+    #[arg(long, global = true, value_name = "REGION")]
+    pub s3_region: Option<String>,
+    /// Allow a plain-http S3 endpoint.
+    #[arg(long, global = true)]
+    pub s3_allow_http: bool,
+    /// Path-style S3 requests (endpoint/bucket/key), for MinIO, Ceph, Garage.
+    #[arg(long, global = true)]
+    pub s3_path_style: bool,
+    /// S3 server-side encryption: aes256 (SSE-S3) or aws:kms (SSE-KMS).
+    #[arg(long, global = true, value_name = "MODE")]
+    pub s3_sse: Option<String>,
+    /// KMS key id or ARN for --s3-sse aws:kms.
+    #[arg(long, global = true, value_name = "KEY")]
+    pub s3_sse_kms_key_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -56,7 +74,7 @@ pub enum Command {
     /// Create a new repository.
     Init,
     /// Back up the data directories once: upload what is new, record everything.
-    Backup,
+    Backup(BackupArgs),
     /// Watch the data directories and back up continuously.
     Daemon,
     /// Named points in time.
@@ -78,17 +96,84 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum SnapshotCommand {
     /// Back up and record a named point.
-    Create,
+    Create(SnapshotCreateArgs),
     /// List points in time.
-    List,
+    List(SnapshotListArgs),
     /// Show the files of one point.
-    Show,
+    Show(SnapshotShowArgs),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum CatalogCommand {
     /// Recreate the local catalog from the repository alone.
-    Rebuild,
+    Rebuild(RebuildArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BackupArgs {
+    /// Cassandra data directory (repeatable; default from the config file, else
+    /// /var/lib/cassandra/data).
+    #[arg(long = "data-dir", value_name = "DIR")]
+    pub data_dirs: Vec<PathBuf>,
+    /// Back up only these keyspaces or keyspace.table globs (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Leave out these keyspaces or keyspace.table globs (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Delete backups/ hard links once their content is durable (Cassandra never does).
+    #[arg(long)]
+    pub prune_incremental: bool,
+    /// Create the repository first if there is none at --repo.
+    #[arg(long)]
+    pub init: bool,
+    /// Files hashed and blobs uploaded at once.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub parallel: usize,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotCreateArgs {
+    /// Name of the point (unique per node).
+    pub name: String,
+    #[command(flatten)]
+    pub backup: BackupArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotListArgs {
+    /// Only points at or after this time (RFC 3339, 2026-11-22 08:30, 2h ago, ...).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only points at or before this time.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Points of every node in the catalog, not just --node.
+    #[arg(long)]
+    pub all_nodes: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotShowArgs {
+    /// Snapshot name or id.
+    pub snapshot: String,
+    /// List every file, not just the totals per table.
+    #[arg(long)]
+    pub files: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RebuildArgs {
+    /// Rebuild every node found in the repository, not just --node.
+    #[arg(long)]
+    pub all_nodes: bool,
 }
 
 #[derive(Debug, Args)]

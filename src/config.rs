@@ -46,6 +46,30 @@ pub struct Config {
     pub data_dirs: Option<Vec<PathBuf>>,
     /// `text` or `json`.
     pub log_format: Option<LogFormat>,
+    /// Keyspace / `keyspace.table` globs to back up (default: all).
+    pub include: Option<Vec<String>>,
+    /// Keyspace / `keyspace.table` globs to leave out (`system_traces` always, unless included).
+    pub exclude: Option<Vec<String>>,
+    /// Settings for `s3://` repositories; AWS_* environment variables fill the rest.
+    pub s3: Option<S3Config>,
+}
+
+/// `[s3]` section. Credentials belong in the environment (AWS_ACCESS_KEY_ID,
+/// AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) or an instance role, not in this file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// Endpoint of an S3-compatible store, e.g. `http://127.0.0.1:9000`.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Allow a plain-http endpoint.
+    pub allow_http: Option<bool>,
+    /// Path-style requests (`endpoint/bucket/key`), which MinIO, Ceph and Garage need.
+    pub path_style: Option<bool>,
+    /// Server-side encryption: `aes256` (SSE-S3) or `aws:kms` (SSE-KMS).
+    pub sse: Option<String>,
+    /// KMS key id or ARN for `sse = "aws:kms"`.
+    pub sse_kms_key_id: Option<String>,
 }
 
 impl Config {
@@ -80,12 +104,25 @@ catalog = "/tmp/c.db"
 node = "n1"
 data_dirs = ["/a", "/b"]
 log_format = "json"
+include = ["app_*"]
+exclude = ["app_tmp"]
+
+[s3]
+endpoint = "http://127.0.0.1:9000"
+region = "eu-west-1"
+allow_http = true
+path_style = true
+sse = "aws:kms"
+sse_kms_key_id = "alias/backup"
 "#,
         )
         .unwrap();
         assert_eq!(c.repo.as_deref(), Some("file:///tmp/r"));
         assert_eq!(c.data_dirs.unwrap().len(), 2);
         assert_eq!(c.log_format, Some(LogFormat::Json));
+        let s3 = c.s3.unwrap();
+        assert_eq!(s3.path_style, Some(true));
+        assert_eq!(s3.sse_kms_key_id.as_deref(), Some("alias/backup"));
     }
 
     #[test]

@@ -8,11 +8,13 @@
 //!   SSTable is complete and intact enough to back up.
 //! - [`catalog`]: the local SQLite catalog of file versions, blobs, stat cache and
 //!   snapshots, and the change batches mirrored to the repository.
+//! - [`backup`]: one backup pass: scan, upload what is new, record every change.
 //! - [`timespec`]: times as operators write them.
 //! - [`config`]: the TOML configuration file and how it merges with flags.
 //! - [`store`]: the repository and its content-addressed blob store (object storage,
 //!   BLAKE3 ids, framed zstd, multipart upload, verified restore).
 
+pub mod backup;
 pub mod cassandra;
 pub mod catalog;
 pub mod config;

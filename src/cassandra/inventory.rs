@@ -7,14 +7,15 @@
 //! directory are taken from the last `<keyspace>/<table>` pair above it.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::classify::{Location, TablePlace, place_of};
+use super::classify::Location;
 use super::digest::{DigestStatus, verify_sstable};
 use super::name::Descriptor;
-use super::sstable_dir::{Completeness, ComponentFile, OtherFile, Skipped, TxnLogFile, scan_dir};
+use super::sstable_dir::{Completeness, ComponentFile, OtherFile, Skipped, TxnLogFile};
+use super::walk::{FoundDir, Visit, WalkError, walk};
 
 /// Options for [`Inventory::collect`].
 #[derive(Debug, Clone, Copy)]
@@ -110,103 +111,26 @@ pub struct Inventory {
     pub summary: Summary,
 }
 
-/// Errors that stop an inventory (problems with single files are reported, not raised).
-#[derive(Debug, thiserror::Error)]
-pub enum InventoryError {
-    #[error("cannot read data directory {path}: {source} (check the path and permissions)")]
-    Root {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
 impl Inventory {
     /// Walks every root (symbolic links below a root are reported, never followed).
-    pub fn collect(
-        roots: &[PathBuf],
-        options: InventoryOptions,
-    ) -> Result<Inventory, InventoryError> {
+    pub fn collect(roots: &[PathBuf], options: InventoryOptions) -> Result<Inventory, WalkError> {
         let mut tables: BTreeMap<PathBuf, TableReport> = BTreeMap::new();
         let mut skipped = Vec::new();
         for root in roots {
-            let absolute = std::fs::canonicalize(root).map_err(|source| InventoryError::Root {
-                path: root.clone(),
-                source,
+            let mut found = Vec::new();
+            walk(root, |visit| match visit {
+                Visit::Dir(d) => found.push(*d),
+                Visit::Skipped(s) => skipped.push(s),
             })?;
-            if !absolute.is_dir() {
-                return Err(InventoryError::Root {
-                    path: root.clone(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::NotADirectory,
-                        "not a directory",
-                    ),
-                });
-            }
-            let walk = walkdir::WalkDir::new(root)
-                .follow_links(false)
-                .sort_by_file_name();
-            for entry in walk {
-                let entry = match entry {
-                    Ok(e) => e,
-                    Err(e) => {
-                        skipped.push(Skipped {
-                            path: e
-                                .path()
-                                .map(Path::to_path_buf)
-                                .unwrap_or_else(|| root.clone()),
-                            reason: format!("cannot read: {e}"),
-                        });
-                        continue;
-                    }
-                };
-                if !entry.file_type().is_dir() {
-                    continue;
-                }
-                let dir = entry.path();
-                let scan = match scan_dir(dir) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        skipped.push(Skipped {
-                            path: dir.to_path_buf(),
-                            reason: format!("cannot list directory: {e}"),
-                        });
-                        continue;
-                    }
-                };
-                skipped.extend(scan.skipped.iter().cloned());
-                if scan.is_empty() {
-                    continue;
-                }
-                let below_root = dir.strip_prefix(root).unwrap_or(Path::new(""));
-                let place = if scan.table_subdirs.is_empty() {
-                    place_for(&absolute.join(below_root))
-                } else {
-                    Err("keyspace directory (it holds <table>-<id> directories)".to_string())
-                };
-                let (place, levels) = match place {
-                    Ok(found) => found,
-                    Err(why) => {
-                        let reason = format!(
-                            "Cassandra file outside any <keyspace>/<table> directory: {why}"
-                        );
-                        let files = scan
-                            .sstables
-                            .iter()
-                            .flat_map(|s| &s.components)
-                            .map(|c| &c.file_name);
-                        let logs = scan.txn_logs.iter().map(|l| &l.file_name);
-                        let others = scan.other_files.iter().map(|o| &o.file_name);
-                        for name in files.chain(logs).chain(others) {
-                            skipped.push(Skipped {
-                                path: dir.join(name),
-                                reason: reason.clone(),
-                            });
-                        }
-                        continue;
-                    }
-                };
-                let table_path = dir.ancestors().nth(levels).unwrap_or(dir).to_path_buf();
+            for FoundDir {
+                dir,
+                table_dir: table_path,
+                place,
+                scan,
+                ..
+            } in found
+            {
+                let dir = dir.as_path();
                 let report = tables
                     .entry(table_path.clone())
                     .or_insert_with(|| TableReport {
@@ -268,26 +192,6 @@ impl Inventory {
     pub fn has_corruption(&self) -> bool {
         self.summary.digest_mismatch > 0
     }
-}
-
-/// The table place of a directory given by its absolute path, and how many levels the
-/// directory sits below its table directory.
-fn place_for(absolute_dir: &Path) -> Result<(TablePlace, usize), String> {
-    let names: Option<Vec<&str>> = absolute_dir
-        .components()
-        .filter_map(|c| match c {
-            std::path::Component::Normal(s) => Some(s.to_str()),
-            _ => None,
-        })
-        .collect();
-    let names = names.ok_or("a directory name on the path is not valid UTF-8")?;
-    let place = place_of(&names, false)?;
-    let levels = match &place.location {
-        Location::Live => 0,
-        Location::Backups => 1,
-        Location::Snapshot(_) => 2,
-    } + usize::from(place.index.is_some());
-    Ok((place, levels))
 }
 
 /// Before 2.2, file names carry keyspace and table; when every SSTable in a directory

@@ -6,6 +6,7 @@
 //! - [`classify`]: what a path under a data directory is (table, location, file kind).
 //! - [`sstable_dir`]: one directory's SSTables and their completeness.
 //! - [`digest`]: Data.db checked against its Digest component.
+//! - [`walk`]: every directory with Cassandra files below a root, and its table.
 //! - [`inventory`]: all of the above over whole data directories (`tablesafe inspect`).
 
 pub mod classify;
@@ -14,6 +15,7 @@ pub mod inventory;
 pub mod name;
 pub mod sstable_dir;
 pub mod txnlog;
+pub mod walk;
 
 pub use classify::{Classified, FileKind, Location, TablePlace, classify, classify_file_name};
 pub use digest::{DigestAlgorithm, DigestError, DigestStatus};

@@ -11,6 +11,7 @@
 //! pending, and the next run uploads it first.
 
 pub mod change;
+pub mod mirror;
 mod schema;
 
 use std::collections::HashMap;
@@ -308,34 +309,36 @@ impl Catalog {
         tx.commit().map_err(sql)
     }
 
-    /// Every open version of `node` under `data_dir`: what the last pass saw live.
-    pub fn open_versions(
+    /// Every open version of `node` in data directories at or below `root`: what the
+    /// last pass over `root` saw live.
+    pub fn open_versions_under(
         &self,
         node: &str,
-        data_dir: &str,
+        root: &str,
     ) -> Result<HashMap<FileKey, OpenVersion>, CatalogError> {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT f.keyspace, f.table_name, f.table_id, f.rel_path, v.hash, v.size, v.mtime
+                "SELECT f.data_dir, f.keyspace, f.table_name, f.table_id, f.rel_path, v.hash, v.size, v.mtime
                  FROM versions v JOIN files f ON f.id = v.file_id
-                 WHERE v.valid_to IS NULL AND f.node = ?1 AND f.data_dir = ?2",
+                 WHERE v.valid_to IS NULL AND f.node = ?1
+                   AND (f.data_dir = ?2 OR substr(f.data_dir, 1, length(?2) + 1) = ?2 || '/')",
             )
             .map_err(self.err())?;
         let rows = stmt
-            .query_map(params![node, data_dir], |r| {
+            .query_map(params![node, root.trim_end_matches('/')], |r| {
                 Ok((
                     FileKey {
-                        data_dir: data_dir.to_string(),
-                        keyspace: r.get(0)?,
-                        table: r.get(1)?,
-                        table_id: r.get(2)?,
-                        rel_path: r.get(3)?,
+                        data_dir: r.get(0)?,
+                        keyspace: r.get(1)?,
+                        table: r.get(2)?,
+                        table_id: r.get(3)?,
+                        rel_path: r.get(4)?,
                     },
                     OpenVersion {
-                        hash: r.get(4)?,
-                        size: r.get::<_, i64>(5)? as u64,
-                        mtime: r.get(6)?,
+                        hash: r.get(5)?,
+                        size: r.get::<_, i64>(6)? as u64,
+                        mtime: r.get(7)?,
                     },
                 ))
             })

@@ -11,7 +11,7 @@ use anyhow::Context;
 use tablesafe::cassandra::inventory::{Inventory, InventoryOptions, SSTableReport};
 use tablesafe::cassandra::{DigestStatus, Location};
 
-use super::{Failure, Settings};
+use super::{Failure, Settings, human_bytes};
 use crate::cli::InspectArgs;
 
 pub fn run(args: &InspectArgs, settings: &Settings) -> Result<ExitCode, Failure> {
@@ -125,19 +125,4 @@ fn sstable_line(s: &SSTableReport) -> String {
         s.components.len(),
         human_bytes(s.bytes),
     )
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
 }

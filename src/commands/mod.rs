@@ -1,12 +1,18 @@
 //! One file per subcommand. Each `run` returns an exit code or a [`Failure`], which the
 //! binary prints as a single line.
 
+mod backup;
+mod catalog;
+mod init;
 mod inspect;
+mod repo;
+mod snapshot;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use tablesafe::config::{Config, LogFormat};
+use tablesafe::store::{S3Options, Sse, StoreOptions};
 
 use crate::cli::{CatalogCommand, Command, GlobalArgs, LogFormatArg, SnapshotCommand};
 
@@ -56,6 +62,9 @@ pub struct Settings {
     pub node: String,
     pub data_dirs: Vec<PathBuf>,
     pub log_format: LogFormatArg,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub store: StoreOptions,
 }
 
 /// Where Cassandra keeps its data unless cassandra.yaml says otherwise.
@@ -83,7 +92,48 @@ impl Settings {
                 LogFormat::Text => LogFormatArg::Text,
                 LogFormat::Json => LogFormatArg::Json,
             });
+        let s3 = config.s3.unwrap_or_default();
+        let sse = match global.s3_sse.clone().or(s3.sse) {
+            None => None,
+            Some(mode) => Some(match mode.to_ascii_lowercase().as_str() {
+                "aes256" | "sse-s3" => Sse::S3,
+                "aws:kms" | "sse-kms" => Sse::Kms {
+                    key_id: global
+                        .s3_sse_kms_key_id
+                        .clone()
+                        .or(s3.sse_kms_key_id)
+                        .ok_or_else(|| {
+                            Failure::Usage(
+                                "SSE-KMS needs a key: give --s3-sse-kms-key-id or sse_kms_key_id in [s3]".into(),
+                            )
+                        })?,
+                },
+                other => {
+                    return Err(Failure::Usage(format!(
+                        "unknown S3 server-side encryption {other:?}: use aes256 or aws:kms"
+                    )));
+                }
+            }),
+        };
+        let store = StoreOptions {
+            s3: S3Options {
+                endpoint: global.s3_endpoint.clone().or(s3.endpoint),
+                region: global.s3_region.clone().or(s3.region),
+                allow_http: global.s3_allow_http.then_some(true).or(s3.allow_http),
+                virtual_hosted_style: global
+                    .s3_path_style
+                    .then_some(true)
+                    .or(s3.path_style)
+                    .map(|path_style| !path_style),
+                sse,
+                ..S3Options::default()
+            },
+            ..StoreOptions::default()
+        };
         Ok(Settings {
+            include: config.include.unwrap_or_default(),
+            exclude: config.exclude.unwrap_or_default(),
+            store,
             repo: global.repo.clone().or(config.repo),
             catalog: global.catalog.clone().or(config.catalog),
             node,
@@ -99,16 +149,42 @@ pub fn run(command: Command, settings: &Settings) -> Result<ExitCode, Failure> {
     let not_built = |command, issue| Err(Failure::NotBuilt { command, issue });
     match command {
         Command::Inspect(args) => inspect::run(&args, settings),
-        Command::Init => not_built("init", 3),
-        Command::Backup => not_built("backup", 4),
-        Command::Snapshot(SnapshotCommand::Create) => not_built("snapshot create", 4),
-        Command::Snapshot(SnapshotCommand::List) => not_built("snapshot list", 4),
-        Command::Snapshot(SnapshotCommand::Show) => not_built("snapshot show", 4),
-        Command::Catalog(CatalogCommand::Rebuild) => not_built("catalog rebuild", 4),
+        Command::Init => init::run(settings),
+        Command::Backup(args) => backup::run(&args, None, settings),
+        Command::Snapshot(SnapshotCommand::Create(args)) => {
+            backup::run(&args.backup, Some(args.name), settings)
+        }
+        Command::Snapshot(SnapshotCommand::List(args)) => snapshot::list(&args, settings),
+        Command::Snapshot(SnapshotCommand::Show(args)) => snapshot::show(&args, settings),
+        Command::Catalog(CatalogCommand::Rebuild(args)) => catalog::rebuild(&args, settings),
         Command::Restore => not_built("restore", 5),
         Command::Daemon => not_built("daemon", 6),
         Command::Status => not_built("status", 6),
         Command::Gc => not_built("gc", 7),
         Command::Verify => not_built("verify", 7),
     }
+}
+
+/// Bytes in binary units, e.g. `642.1 KiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// A multi-threaded tokio runtime for commands that talk to the repository.
+pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Failed(anyhow::anyhow!("cannot start the async runtime: {e}")))
 }

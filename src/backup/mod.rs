@@ -1,0 +1,610 @@
+//! One backup pass: scan the data directories, upload what the repository lacks, record
+//! what every path holds now, and end the versions of paths that are gone.
+//!
+//! The order of a pass keeps the design's invariants:
+//!
+//! 1. batches left pending by a crash are uploaded first;
+//! 2. each data directory is scanned ([`scan`]); a file whose stat matches the stat cache
+//!    is not read (its hard links in `snapshots/` and `backups/` share its inode, so they
+//!    are free too); a new Data.db is checked against its Digest before anything of its
+//!    SSTable is hashed or uploaded;
+//! 3. new content is uploaded, several blobs at once; only when a blob is durable are the
+//!    changes that refer to it queued, and queued changes are committed to the catalog and
+//!    then mirrored to the repository in batches;
+//! 4. open versions of paths that were not seen end; the pass records a named point.
+//!
+//! A pass killed at any moment leaves at worst blobs nothing refers to (reused by the next
+//! pass, or swept by gc) and committed batches not yet mirrored (uploaded next time).
+
+pub mod filter;
+pub mod scan;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::cassandra::Component;
+use crate::cassandra::digest::{DigestAlgorithm, verify_file};
+use crate::catalog::mirror::{self, MirrorError};
+use crate::catalog::{Catalog, CatalogError, Change, FileKey, Hash32, OpenVersion};
+use crate::store::{BlobId, Repository, StoreError, hash_file};
+use crate::timespec::{self, Micros};
+use filter::TableFilter;
+use scan::{DataDirScan, FoundFile, scan_data_dir, stat_key};
+
+/// Changes committed (and mirrored) per batch.
+const BATCH_CHANGES: usize = 2000;
+
+/// What to back up and how.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    pub node: String,
+    pub data_dirs: Vec<PathBuf>,
+    pub filter: TableFilter,
+    /// Name of the point recorded at the end; `None`: `backup-<UTC time>`.
+    pub point_name: Option<String>,
+    /// Blobs uploaded at once.
+    pub parallel: usize,
+    /// Delete `backups/` hard links once their content is durable.
+    pub prune_incremental: bool,
+}
+
+/// Counters a caller can watch while a pass runs (progress bars, metrics).
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub files_total: AtomicU64,
+    pub files_done: AtomicU64,
+    pub bytes_total: AtomicU64,
+    pub bytes_done: AtomicU64,
+}
+
+/// What a pass did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BackupSummary {
+    pub point: String,
+    pub point_time: Micros,
+    /// Files of complete SSTables and snapshot metadata seen.
+    pub files_seen: u64,
+    /// Files the stat cache proved unchanged: not read at all.
+    pub files_unchanged: u64,
+    /// Files read and hashed.
+    pub files_hashed: u64,
+    /// Hashed files whose content the repository already had.
+    pub files_deduplicated: u64,
+    pub bytes_read: u64,
+    pub blobs_uploaded: u64,
+    pub bytes_uploaded: u64,
+    pub versions_started: u64,
+    pub versions_ended: u64,
+    /// SSTables skipped because Data.db does not match its Digest (one line each).
+    pub corrupt: Vec<String>,
+    /// SSTables seen but not complete yet (picked up by a later pass).
+    pub not_complete: u64,
+    /// Files that changed while being read (picked up by a later pass).
+    pub changed_during_backup: u64,
+    /// `backups/` links deleted by `--prune-incremental`.
+    pub pruned: u64,
+    /// Non-fatal problems (unreadable directories, files that vanished).
+    pub problems: Vec<String>,
+    pub seconds: f64,
+}
+
+/// Why a pass failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error(
+        "cannot read data directory {path}: {source} (check the path and that tablesafe runs as a user that can read Cassandra's files)"
+    )]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
+    #[error("a snapshot named {name:?} already exists for node {node:?}: choose another name")]
+    DuplicateName { name: String, node: String },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// A file whose content must be hashed, with the SSTable it belongs to.
+struct HashJob {
+    file: FoundFile,
+    /// Data.db and Digest paths to check first, for the first new file of an SSTable.
+    digest_check: Option<(PathBuf, PathBuf, DigestAlgorithm)>,
+    sstable: usize,
+}
+
+/// The outcome of hashing one file.
+enum Hashed {
+    Ok { file: FoundFile, id: Hash32 },
+    Corrupt { sstable: usize, detail: String },
+    Changed { file: FoundFile },
+    Vanished { file: FoundFile },
+}
+
+/// Runs one backup pass.
+pub async fn run(
+    repo: &Repository,
+    catalog: &mut Catalog,
+    opts: &BackupOptions,
+    progress: Arc<Progress>,
+) -> Result<BackupSummary, BackupError> {
+    let started = Instant::now();
+    let node = opts.node.as_str();
+    let taken: HashSet<String> = catalog
+        .snapshots(&crate::catalog::SnapshotFilter {
+            node: Some(node.to_string()),
+            ..Default::default()
+        })?
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    let point_name = match &opts.point_name {
+        Some(name) if taken.contains(name) => {
+            return Err(BackupError::DuplicateName {
+                name: name.clone(),
+                node: node.to_string(),
+            });
+        }
+        Some(name) => name.clone(),
+        None => automatic_name(&taken),
+    };
+    mirror::upload_pending(repo, catalog, node).await?;
+    let mut summary = BackupSummary::default();
+    let mut recorder = Recorder::new(node);
+    let (mut live_files, mut live_bytes) = (0u64, 0u64);
+    for data_dir in &opts.data_dirs {
+        let root = std::fs::canonicalize(data_dir).map_err(|source| BackupError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+        let scan = {
+            let (dir, filter) = (root.clone(), opts.filter.clone());
+            tokio::task::spawn_blocking(move || scan_data_dir(&dir, &filter))
+                .await
+                .map_err(|e| BackupError::Internal(e.to_string()))?
+                .map_err(|e| BackupError::DataDir {
+                    path: data_dir.clone(),
+                    source: e.source,
+                })?
+        };
+        let open = catalog.open_versions_under(node, &root.to_string_lossy())?;
+        let seen = backup_data_dir(
+            repo,
+            catalog,
+            opts,
+            &progress,
+            &scan,
+            &open,
+            &mut recorder,
+            &mut summary,
+        )
+        .await?;
+        // Everything that was open under this data directory and not seen now is gone.
+        let now = timespec::now();
+        for key in open.keys().filter(|k| !seen.contains(*k)) {
+            recorder.push(Change::End {
+                key: key.clone(),
+                at: now,
+            });
+            summary.versions_ended += 1;
+        }
+        recorder.commit_if_full(repo, catalog).await?;
+        let (files, bytes) = totals(&scan, &seen);
+        live_files += files;
+        live_bytes += bytes;
+        if opts.prune_incremental {
+            recorder.commit(repo, catalog).await?;
+            prune_incremental(&scan, &mut recorder, &mut summary);
+        }
+        summary.not_complete += scan.not_complete as u64;
+        summary.problems.extend(scan.problems.iter().cloned());
+    }
+    let point_time = timespec::now();
+    recorder.push(Change::Snapshot {
+        name: point_name.clone(),
+        time: point_time,
+        scope: scope_label(opts),
+        files: live_files,
+        bytes: live_bytes,
+    });
+    recorder.commit(repo, catalog).await?;
+    summary.point = point_name;
+    summary.point_time = point_time;
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// `backup-<UTC time>`, with `-2`, `-3`, … when passes share a second.
+fn automatic_name(taken: &HashSet<String>) -> String {
+    let base = format!(
+        "backup-{}",
+        timespec::format(timespec::now()).replace([':', '-'], "")
+    );
+    (1..)
+        .map(|n| {
+            if n == 1 {
+                base.clone()
+            } else {
+                format!("{base}-{n}")
+            }
+        })
+        .find(|name| !taken.contains(name))
+        .unwrap_or(base)
+}
+
+fn scope_label(opts: &BackupOptions) -> String {
+    let dirs: Vec<String> = opts
+        .data_dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect();
+    dirs.join(",")
+}
+
+/// Number and bytes of the files recorded as live, for the point's totals.
+fn totals(scan: &DataDirScan, seen: &HashSet<FileKey>) -> (u64, u64) {
+    scan.sstables
+        .iter()
+        .flat_map(|s| s.files.iter().map(|(_, f)| f))
+        .chain(&scan.other_files)
+        .filter(|f| seen.contains(&f.key))
+        .fold((0, 0), |(n, b), f| (n + 1, b + f.size()))
+}
+
+/// Backs up one scanned data directory; returns the keys now recorded as live.
+#[allow(clippy::too_many_arguments)]
+async fn backup_data_dir(
+    repo: &Repository,
+    catalog: &mut Catalog,
+    opts: &BackupOptions,
+    progress: &Progress,
+    scan: &DataDirScan,
+    open: &HashMap<FileKey, OpenVersion>,
+    recorder: &mut Recorder,
+    summary: &mut BackupSummary,
+) -> Result<HashSet<FileKey>, BackupError> {
+    let mut seen = HashSet::new();
+    let mut jobs = Vec::new();
+    let mut verified: HashSet<usize> = HashSet::new();
+    let files = scan
+        .sstables
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| s.files.iter().map(move |(_, f)| (Some(i), f)))
+        .chain(scan.other_files.iter().map(|f| (None, f)));
+    for (sstable, file) in files {
+        summary.files_seen += 1;
+        progress.files_total.fetch_add(1, Ordering::Relaxed);
+        match catalog.cached_hash(&file.stat)? {
+            Some(hash) if catalog.has_blob(&hash)? => {
+                summary.files_unchanged += 1;
+                progress.files_done.fetch_add(1, Ordering::Relaxed);
+                seen.insert(file.key.clone());
+                if open.get(&file.key).map(|v| v.hash) != Some(hash) {
+                    recorder.push(start(file, hash));
+                    summary.versions_started += 1;
+                }
+            }
+            _ => {
+                progress
+                    .bytes_total
+                    .fetch_add(file.size(), Ordering::Relaxed);
+                let digest_check = sstable.and_then(|i| {
+                    if !verified.insert(i) {
+                        return None;
+                    }
+                    let s = &scan.sstables[i];
+                    let data = s.file(&Component::Data)?;
+                    let (ext, digest) = s.digest_file()?;
+                    Some((
+                        data.path.clone(),
+                        digest.path.clone(),
+                        DigestAlgorithm::for_component(ext, s.descriptor.version),
+                    ))
+                });
+                jobs.push(HashJob {
+                    file: file.clone(),
+                    digest_check,
+                    sstable: sstable.unwrap_or(usize::MAX),
+                });
+            }
+        }
+    }
+    recorder.commit_if_full(repo, catalog).await?;
+
+    // Hash every file the stat cache could not vouch for, several at once.
+    let parallel = opts.parallel.max(1);
+    let hashed: Vec<Hashed> = futures::stream::iter(
+        jobs.into_iter()
+            .map(|job| tokio::task::spawn_blocking(move || hash_job(job))),
+    )
+    .buffer_unordered(parallel)
+    .map(|r| r.map_err(|e| BackupError::Internal(e.to_string())))
+    .collect::<Vec<_>>()
+    .await
+    .into_iter()
+    .collect::<Result<_, _>>()?;
+
+    let mut corrupt_sstables = HashSet::new();
+    let mut to_upload: HashMap<Hash32, Vec<FoundFile>> = HashMap::new();
+    let mut stats = Vec::new();
+    for h in hashed {
+        match h {
+            Hashed::Corrupt { sstable, detail } => {
+                corrupt_sstables.insert(sstable);
+                let s = &scan.sstables[sstable];
+                tracing::error!("{detail}");
+                summary.corrupt.push(detail.clone());
+                recorder.push(Change::Corrupt {
+                    key: s.files[0].1.key.clone(),
+                    detail,
+                    at: timespec::now(),
+                });
+            }
+            Hashed::Changed { file } => {
+                summary.changed_during_backup += 1;
+                keep_open(open, &file.key, &mut seen);
+            }
+            Hashed::Vanished { file } => {
+                summary.problems.push(format!(
+                    "{} vanished before it was read",
+                    file.path.display()
+                ));
+            }
+            Hashed::Ok { file, id } => {
+                summary.files_hashed += 1;
+                summary.bytes_read += file.size();
+                stats.push((file.stat, id));
+                to_upload.entry(id).or_default().push(file);
+            }
+        }
+    }
+    // A corrupt SSTable is not backed up: whatever was recorded of it stays as it was.
+    for files in to_upload.values_mut() {
+        files.retain(|f| !corrupt_sstables.contains(&sstable_of(scan, f)));
+    }
+    for &i in &corrupt_sstables {
+        for (_, f) in &scan.sstables[i].files {
+            keep_open(open, &f.key, &mut seen);
+        }
+    }
+    to_upload.retain(|_, files| !files.is_empty());
+
+    // Content the repository already has: record at once.
+    let mut uploads = Vec::new();
+    for (id, files) in to_upload {
+        if catalog.has_blob(&id)? {
+            summary.files_deduplicated += files.len() as u64;
+            for f in &files {
+                progress.files_done.fetch_add(1, Ordering::Relaxed);
+                progress.bytes_done.fetch_add(f.size(), Ordering::Relaxed);
+                record(open, f, id, recorder, &mut seen, summary);
+            }
+        } else {
+            uploads.push((id, files));
+        }
+    }
+    recorder.commit_if_full(repo, catalog).await?;
+
+    // New content: upload, and record each blob's files only once it is durable.
+    let mut results = futures::stream::iter(uploads.into_iter().map(|(id, files)| async move {
+        let outcome = upload_one(repo, &files).await;
+        (id, files, outcome)
+    }))
+    .buffer_unordered(parallel);
+    while let Some((id, files, outcome)) = results.next().await {
+        match outcome {
+            Ok(Some(put)) => {
+                if put.id.as_bytes() != &id {
+                    // The file changed between hashing and upload: take it next pass.
+                    summary.changed_during_backup += files.len() as u64;
+                    for f in &files {
+                        keep_open(open, &f.key, &mut seen);
+                    }
+                    continue;
+                }
+                if put.uploaded {
+                    summary.blobs_uploaded += 1;
+                    summary.bytes_uploaded += put.stored_size;
+                } else {
+                    summary.files_deduplicated += files.len() as u64;
+                }
+                recorder.push(Change::Blob {
+                    hash: id,
+                    size: put.size,
+                    stored_size: put.stored_size,
+                });
+                for f in &files {
+                    progress.files_done.fetch_add(1, Ordering::Relaxed);
+                    progress.bytes_done.fetch_add(f.size(), Ordering::Relaxed);
+                    record(open, f, id, recorder, &mut seen, summary);
+                }
+                recorder.commit_if_full(repo, catalog).await?;
+            }
+            Ok(None) => {
+                for f in &files {
+                    summary.problems.push(format!(
+                        "{} vanished before it was uploaded",
+                        f.path.display()
+                    ));
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    catalog.remember_stats(&stats)?;
+    Ok(seen)
+}
+
+/// Index of the SSTable a file belongs to (usize::MAX for snapshot metadata).
+fn sstable_of(scan: &DataDirScan, file: &FoundFile) -> usize {
+    scan.sstables
+        .iter()
+        .position(|s| s.files.iter().any(|(_, f)| f.key == file.key))
+        .unwrap_or(usize::MAX)
+}
+
+/// Keeps a path's current version (if any) open: it is there, but was not re-read.
+fn keep_open(open: &HashMap<FileKey, OpenVersion>, key: &FileKey, seen: &mut HashSet<FileKey>) {
+    if open.contains_key(key) {
+        seen.insert(key.clone());
+    }
+}
+
+fn start(file: &FoundFile, hash: Hash32) -> Change {
+    Change::Start {
+        key: file.key.clone(),
+        hash,
+        size: file.size(),
+        mtime: file.mtime,
+        at: timespec::now(),
+    }
+}
+
+fn record(
+    open: &HashMap<FileKey, OpenVersion>,
+    file: &FoundFile,
+    id: Hash32,
+    recorder: &mut Recorder,
+    seen: &mut HashSet<FileKey>,
+    summary: &mut BackupSummary,
+) {
+    seen.insert(file.key.clone());
+    if open.get(&file.key).map(|v| v.hash) != Some(id) {
+        recorder.push(start(file, id));
+        summary.versions_started += 1;
+    }
+}
+
+/// Uploads one blob from the first of its files that still exists.
+async fn upload_one(
+    repo: &Repository,
+    files: &[FoundFile],
+) -> Result<Option<crate::store::PutOutcome>, StoreError> {
+    for f in files {
+        match repo.put_file(&f.path).await {
+            Ok(put) => return Ok(Some(put)),
+            Err(e) if source_vanished(&e) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+/// True when a local file disappeared under us (compaction deletes files any time).
+fn source_vanished(e: &StoreError) -> bool {
+    matches!(e, StoreError::ReadFile { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+}
+
+/// Blocking: digest check (if asked), hash, and a stat check that nothing changed.
+fn hash_job(job: HashJob) -> Hashed {
+    if let Some((data, digest, algorithm)) = &job.digest_check
+        && let Err(e) = verify_file(data, digest, *algorithm)
+    {
+        return match e {
+            crate::cassandra::DigestError::Io { source, .. }
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Hashed::Vanished { file: job.file }
+            }
+            e => Hashed::Corrupt {
+                sstable: job.sstable,
+                detail: e.to_string(),
+            },
+        };
+    }
+    let id = match hash_file(&job.file.path) {
+        Ok((id, _)) => id,
+        Err(e) if source_vanished(&e) => return Hashed::Vanished { file: job.file },
+        Err(_) => return Hashed::Changed { file: job.file },
+    };
+    // The stat cache may only vouch for content read from exactly this inode state.
+    match std::fs::symlink_metadata(&job.file.path) {
+        Ok(meta) if stat_key(&meta) == job.file.stat => Hashed::Ok {
+            id: *BlobId::as_bytes(&id),
+            file: job.file,
+        },
+        Ok(_) => Hashed::Changed { file: job.file },
+        Err(_) => Hashed::Vanished { file: job.file },
+    }
+}
+
+/// Deletes `backups/` hard links whose content is now durable and recorded.
+fn prune_incremental(scan: &DataDirScan, recorder: &mut Recorder, summary: &mut BackupSummary) {
+    for s in &scan.sstables {
+        for (_, f) in &s.files {
+            if !f.key.rel_path.starts_with("backups/") {
+                continue;
+            }
+            match std::fs::remove_file(&f.path) {
+                Ok(()) => {
+                    summary.pruned += 1;
+                    recorder.push(Change::End {
+                        key: f.key.clone(),
+                        at: timespec::now(),
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => summary
+                    .problems
+                    .push(format!("cannot prune {}: {e}", f.path.display())),
+            }
+        }
+    }
+}
+
+/// Queues changes and commits them in batches (catalog first, then the repository).
+struct Recorder {
+    node: String,
+    changes: Vec<Change>,
+}
+
+impl Recorder {
+    fn new(node: &str) -> Recorder {
+        Recorder {
+            node: node.to_string(),
+            changes: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, change: Change) {
+        self.changes.push(change);
+    }
+
+    async fn commit_if_full(
+        &mut self,
+        repo: &Repository,
+        catalog: &mut Catalog,
+    ) -> Result<(), BackupError> {
+        if self.changes.len() >= BATCH_CHANGES {
+            self.commit(repo, catalog).await?;
+        }
+        Ok(())
+    }
+
+    async fn commit(
+        &mut self,
+        repo: &Repository,
+        catalog: &mut Catalog,
+    ) -> Result<(), BackupError> {
+        if self.changes.is_empty() {
+            return Ok(());
+        }
+        let changes = std::mem::take(&mut self.changes);
+        catalog.commit(&self.node, timespec::now(), changes)?;
+        mirror::upload_pending(repo, catalog, &self.node).await?;
+        Ok(())
+    }
+}

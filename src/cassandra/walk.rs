@@ -1,0 +1,162 @@
+//! Walking a data directory (or any tree of table directories) to every directory that
+//! holds Cassandra files, with the table and location each one belongs to.
+//!
+//! The keyspace and table of a directory come from the last `<keyspace>/<table>` pair
+//! above it (after peeling `snapshots/<tag>`, `backups` and `.<index>`), so a whole data
+//! directory, a keyspace or table directory, or a loose tree of copied table directories
+//! all work. A directory holding `<table>-<id>` directories is a keyspace directory, and a
+//! directory nested anywhere inside a table directory is not a table: files in either are
+//! reported as skipped. Symbolic links are reported, never followed.
+//!
+//! Both `tablesafe inspect` ([`super::inventory`]) and backup passes use this walk.
+
+use std::path::{Path, PathBuf};
+
+use super::classify::{Location, TablePlace, place_of};
+use super::sstable_dir::{SSTableDir, Skipped, scan_dir};
+
+/// A directory holding Cassandra files.
+#[derive(Debug)]
+pub struct FoundDir {
+    /// The directory as reached from the root given (relative roots stay relative).
+    pub dir: PathBuf,
+    /// Its table directory, in the same form.
+    pub table_dir: PathBuf,
+    /// The absolute path of the directory holding the keyspace directory: the Cassandra
+    /// data directory this table belongs to.
+    pub data_dir: PathBuf,
+    pub place: TablePlace,
+    pub scan: SSTableDir,
+}
+
+/// What the walk reports, in walk order.
+#[derive(Debug)]
+pub enum Visit {
+    Dir(Box<FoundDir>),
+    Skipped(Skipped),
+}
+
+/// Why a walk could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read data directory {path}: {source} (check the path and permissions)")]
+pub struct WalkError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Walks `root`, calling `visit` for every directory with Cassandra files and for every
+/// file or directory skipped (with the reason).
+pub fn walk(root: &Path, mut visit: impl FnMut(Visit)) -> Result<(), WalkError> {
+    let root_error = |source| WalkError {
+        path: root.to_path_buf(),
+        source,
+    };
+    let absolute = std::fs::canonicalize(root).map_err(root_error)?;
+    if !absolute.is_dir() {
+        return Err(root_error(std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            "not a directory",
+        )));
+    }
+    let walker = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name();
+    for entry in walker {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                visit(Visit::Skipped(Skipped {
+                    path: e
+                        .path()
+                        .map_or_else(|| root.to_path_buf(), Path::to_path_buf),
+                    reason: format!("cannot read: {e}"),
+                }));
+                continue;
+            }
+        };
+        if !entry.file_type().is_dir() {
+            continue;
+        }
+        let dir = entry.path();
+        let scan = match scan_dir(dir) {
+            Ok(s) => s,
+            // Gone since its parent was listed (a snapshot being cleared): nothing to see.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                visit(Visit::Skipped(Skipped {
+                    path: dir.to_path_buf(),
+                    reason: format!("cannot list directory: {e}"),
+                }));
+                continue;
+            }
+        };
+        for s in &scan.skipped {
+            visit(Visit::Skipped(s.clone()));
+        }
+        if scan.is_empty() {
+            continue;
+        }
+        let absolute_dir = absolute.join(dir.strip_prefix(root).unwrap_or(Path::new("")));
+        let place = if scan.table_subdirs.is_empty() {
+            place_for(&absolute_dir)
+        } else {
+            Err("keyspace directory (it holds <table>-<id> directories)".to_string())
+        };
+        match place {
+            Ok((place, levels)) => {
+                let table_dir = dir.ancestors().nth(levels).unwrap_or(dir).to_path_buf();
+                let data_dir = absolute_dir
+                    .ancestors()
+                    .nth(levels + 2)
+                    .unwrap_or(&absolute_dir)
+                    .to_path_buf();
+                visit(Visit::Dir(Box::new(FoundDir {
+                    dir: dir.to_path_buf(),
+                    table_dir,
+                    data_dir,
+                    place,
+                    scan,
+                })));
+            }
+            Err(why) => {
+                let reason =
+                    format!("Cassandra file outside any <keyspace>/<table> directory: {why}");
+                let components = scan
+                    .sstables
+                    .iter()
+                    .flat_map(|s| &s.components)
+                    .map(|c| &c.file_name);
+                let logs = scan.txn_logs.iter().map(|l| &l.file_name);
+                let others = scan.other_files.iter().map(|o| &o.file_name);
+                for name in components.chain(logs).chain(others) {
+                    visit(Visit::Skipped(Skipped {
+                        path: dir.join(name),
+                        reason: reason.clone(),
+                    }));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The table place of a directory given by its absolute path, and how many levels the
+/// directory sits below its table directory.
+fn place_for(absolute_dir: &Path) -> Result<(TablePlace, usize), String> {
+    let names: Option<Vec<&str>> = absolute_dir
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(s) => Some(s.to_str()),
+            _ => None,
+        })
+        .collect();
+    let names = names.ok_or("a directory name on the path is not valid UTF-8")?;
+    let place = place_of(&names, false)?;
+    let levels = match &place.location {
+        Location::Live => 0,
+        Location::Backups => 1,
+        Location::Snapshot(_) => 2,
+    } + usize::from(place.index.is_some());
+    Ok((place, levels))
+}

@@ -1,0 +1,144 @@
+//! The catalog's copy in the repository: `nodes/<node>/log/<seq>`, one object per batch.
+//!
+//! A batch is uploaded only after it is committed locally, and a batch is only ever built
+//! from changes whose blobs are already durable, so no log object in the repository can
+//! refer to a missing blob. Uploads are create-if-absent: an object that is already there
+//! (a retry after a crash) must be byte-identical, otherwise two processes are writing
+//! as the same node and the backup stops rather than overwrite the other's history.
+//!
+//! `catalog rebuild` LISTs `nodes/` and the log prefixes (never `blobs/`) and replays every
+//! batch in order through [`Catalog::apply_batch`], the same code a backup uses.
+
+use bytes::Bytes;
+
+use super::{Batch, Catalog, CatalogError};
+use crate::store::{Repository, StoreError};
+
+/// Errors mirroring the catalog to or from the repository.
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "the repository already holds a different batch {seq} for node {node:?}: two tablesafe processes are using the same --node name; give each Cassandra node its own name"
+    )]
+    Conflict { node: String, seq: u64 },
+    #[error("catalog log object {key} in the repository is unusable: {detail}")]
+    BadLog { key: String, detail: String },
+    #[error("no catalog history for node {node:?} in the repository (nodes found: {found})")]
+    UnknownNode { node: String, found: String },
+}
+
+/// Object key of a node's batch; zero-padded so keys sort in sequence order.
+pub fn log_key(node: &str, seq: u64) -> String {
+    format!("nodes/{node}/log/{seq:020}")
+}
+
+/// Uploads every batch of `node` committed locally but not yet in the repository.
+/// Returns how many were uploaded.
+pub async fn upload_pending(
+    repo: &Repository,
+    catalog: &mut Catalog,
+    node: &str,
+) -> Result<usize, MirrorError> {
+    let pending = catalog.pending_batches(node)?;
+    for batch in &pending {
+        upload(repo, batch).await?;
+        catalog.mark_uploaded(node, batch.seq)?;
+    }
+    Ok(pending.len())
+}
+
+async fn upload(repo: &Repository, batch: &Batch) -> Result<(), MirrorError> {
+    let key = log_key(&batch.node, batch.seq);
+    let body = Bytes::from(batch.encode().map_err(|e| MirrorError::BadLog {
+        key: key.clone(),
+        detail: e.to_string(),
+    })?);
+    if repo.put_object_if_absent(&key, body.clone()).await? {
+        return Ok(());
+    }
+    // Already there: fine if it is this very batch (a retry), fatal otherwise.
+    let existing = repo.get_object(&key).await?;
+    if existing == body {
+        Ok(())
+    } else {
+        Err(MirrorError::Conflict {
+            node: batch.node.clone(),
+            seq: batch.seq,
+        })
+    }
+}
+
+/// Nodes that have a catalog log in the repository.
+pub async fn nodes(repo: &Repository) -> Result<Vec<String>, MirrorError> {
+    let mut nodes: Vec<String> = repo
+        .list_objects("nodes/")
+        .await?
+        .into_iter()
+        .filter_map(|(key, _)| {
+            let rest = key.strip_prefix("nodes/")?;
+            let (node, tail) = rest.split_once('/')?;
+            tail.starts_with("log/").then(|| node.to_string())
+        })
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    Ok(nodes)
+}
+
+/// Replays the repository's log of `node` into `catalog`. Batches already applied are
+/// skipped, so this also catches a catalog up. Returns how many batches were applied.
+pub async fn rebuild_node(
+    repo: &Repository,
+    catalog: &mut Catalog,
+    node: &str,
+) -> Result<usize, MirrorError> {
+    let prefix = format!("nodes/{node}/log/");
+    let mut keys: Vec<String> = repo
+        .list_objects(&prefix)
+        .await?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    if keys.is_empty() {
+        let found = nodes(repo).await?;
+        return Err(MirrorError::UnknownNode {
+            node: node.to_string(),
+            found: if found.is_empty() {
+                "none".to_string()
+            } else {
+                found.join(", ")
+            },
+        });
+    }
+    keys.sort();
+    let mut applied = 0;
+    for (i, key) in keys.into_iter().enumerate() {
+        // Uploads go strictly in order, so a gap can only be damage to the repository.
+        let expected = log_key(node, i as u64 + 1);
+        if key != expected {
+            return Err(MirrorError::BadLog {
+                key: expected,
+                detail: format!("missing from the repository (next present: {key})"),
+            });
+        }
+        let bytes = repo.get_object(&key).await?;
+        let batch = Batch::decode(&bytes).map_err(|e| MirrorError::BadLog {
+            key: key.clone(),
+            detail: e.to_string(),
+        })?;
+        if batch.node != node || log_key(node, batch.seq) != key {
+            return Err(MirrorError::BadLog {
+                key,
+                detail: format!("holds batch {} of node {:?}", batch.seq, batch.node),
+            });
+        }
+        if catalog.apply_batch(&batch, true)? {
+            applied += 1;
+        }
+    }
+    Ok(applied)
+}

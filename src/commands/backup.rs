@@ -1,0 +1,161 @@
+//! `tablesafe backup` and `tablesafe snapshot create NAME`: one backup pass, with progress
+//! on a terminal (plain log lines otherwise) and a summary at the end.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tablesafe::backup::filter::TableFilter;
+use tablesafe::backup::{self, BackupOptions, BackupSummary, Progress};
+use tablesafe::timespec;
+
+use super::repo::{open_catalog, open_repo};
+use super::{Failure, Settings, human_bytes, runtime};
+use crate::cli::BackupArgs;
+
+pub fn run(
+    args: &BackupArgs,
+    point: Option<String>,
+    settings: &Settings,
+) -> Result<ExitCode, Failure> {
+    let data_dirs: Vec<PathBuf> = if args.data_dirs.is_empty() {
+        settings.data_dirs.clone()
+    } else {
+        args.data_dirs.clone()
+    };
+    let include = if args.include.is_empty() {
+        settings.include.clone()
+    } else {
+        args.include.clone()
+    };
+    let exclude = if args.exclude.is_empty() {
+        settings.exclude.clone()
+    } else {
+        args.exclude.clone()
+    };
+    let filter = TableFilter::new(include, exclude).map_err(|e| Failure::Usage(e.to_string()))?;
+    if let Some(name) = &point
+        && (name.is_empty() || name.contains('/') || name.chars().any(char::is_control))
+    {
+        return Err(Failure::Usage(format!(
+            "snapshot name {name:?} is not usable: give a non-empty name without '/'"
+        )));
+    }
+    let opts = BackupOptions {
+        node: settings.node.clone(),
+        data_dirs,
+        filter,
+        point_name: point,
+        parallel: args.parallel.max(1),
+        prune_incremental: args.prune_incremental,
+    };
+    let progress = Arc::new(Progress::default());
+    let done = Arc::new(AtomicBool::new(false));
+    let reporter = spawn_reporter(progress.clone(), done.clone());
+    let result = runtime()?.block_on(async {
+        let repo = open_repo(settings, args.init).await?;
+        let mut catalog = open_catalog(settings, &repo).await?;
+        backup::run(&repo, &mut catalog, &opts, progress)
+            .await
+            .map_err(|e| Failure::Failed(e.into()))
+    });
+    done.store(true, Ordering::Relaxed);
+    let _ = reporter.join();
+    let summary = result?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).map_err(anyhow::Error::from)?
+        );
+    } else {
+        print_summary(&summary);
+    }
+    if !summary.corrupt.is_empty() {
+        return Err(Failure::Failed(anyhow::anyhow!(
+            "{} corrupt SSTable(s) were not backed up (listed above); everything else is backed up in point {}",
+            summary.corrupt.len(),
+            summary.point
+        )));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Draws a progress bar on a terminal, or logs a line every 10 s otherwise.
+fn spawn_reporter(progress: Arc<Progress>, done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let terminal = std::io::stderr().is_terminal();
+        let bar = terminal.then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} ({bytes_per_sec}, ETA {eta}) {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        let mut ticks = 0u64;
+        while !done.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+            ticks += 1;
+            let files = progress.files_done.load(Ordering::Relaxed);
+            let files_total = progress.files_total.load(Ordering::Relaxed);
+            let bytes = progress.bytes_done.load(Ordering::Relaxed);
+            let bytes_total = progress.bytes_total.load(Ordering::Relaxed);
+            match &bar {
+                Some(bar) => {
+                    bar.set_length(bytes_total);
+                    bar.set_position(bytes);
+                    bar.set_message(format!("{files}/{files_total} files"));
+                }
+                None if ticks.is_multiple_of(100) => {
+                    tracing::info!(files, files_total, bytes, bytes_total, "backup in progress")
+                }
+                None => {}
+            }
+        }
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+    })
+}
+
+fn print_summary(s: &BackupSummary) {
+    println!(
+        "point {} at {}: {} files seen, {} unchanged (not read), {} read ({}), {} deduplicated",
+        s.point,
+        timespec::format(s.point_time),
+        s.files_seen,
+        s.files_unchanged,
+        s.files_hashed,
+        human_bytes(s.bytes_read),
+        s.files_deduplicated,
+    );
+    println!(
+        "uploaded {} new blobs ({} stored); {} versions started, {} ended; {} SSTables not complete yet; {:.2} s",
+        s.blobs_uploaded,
+        human_bytes(s.bytes_uploaded),
+        s.versions_started,
+        s.versions_ended,
+        s.not_complete,
+        s.seconds
+    );
+    if s.pruned > 0 {
+        println!("pruned {} backups/ links", s.pruned);
+    }
+    if s.changed_during_backup > 0 {
+        println!(
+            "{} files changed while being read; the next backup takes them",
+            s.changed_during_backup
+        );
+    }
+    for p in &s.problems {
+        println!("warning: {p}");
+    }
+    for c in &s.corrupt {
+        println!("CORRUPT: {c}");
+    }
+}

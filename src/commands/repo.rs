@@ -1,0 +1,64 @@
+//! What the repository commands share: finding the repository and the local catalog.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use tablesafe::catalog::{Catalog, mirror};
+use tablesafe::store::{Repository, StoreError};
+
+use super::{Failure, Settings};
+
+/// The repository URL from flags, environment or config, or a usage error saying how to
+/// give one.
+pub fn repo_url(settings: &Settings) -> Result<&str, Failure> {
+    settings.repo.as_deref().ok_or_else(|| {
+        Failure::Usage(
+            "no repository given: use --repo URL (e.g. file:///var/backups/tablesafe or s3://bucket/prefix), TABLESAFE_REPO, or `repo` in the config file".into(),
+        )
+    })
+}
+
+/// Opens the repository; with `create`, initialises it first when there is none.
+pub async fn open_repo(settings: &Settings, create: bool) -> Result<Repository, Failure> {
+    let url = repo_url(settings)?;
+    match Repository::open(url, &settings.store).await {
+        Err(StoreError::NotInitialised { .. }) if create => {
+            Ok(Repository::init(url, &settings.store)
+                .await
+                .map_err(anyhow::Error::from)?)
+        }
+        other => Ok(other.map_err(anyhow::Error::from)?),
+    }
+}
+
+/// `--catalog`, or the default path for this repository and node.
+pub fn catalog_path(settings: &Settings, url: &str) -> PathBuf {
+    settings
+        .catalog
+        .clone()
+        .unwrap_or_else(|| Catalog::default_path(url, &settings.node))
+}
+
+/// Opens the local catalog. A catalog with no history of this node is first caught up
+/// from the repository (a new disk, or a replacement node given the old node's name).
+pub async fn open_catalog(settings: &Settings, repo: &Repository) -> Result<Catalog, Failure> {
+    let path = catalog_path(settings, repo_url(settings)?);
+    let mut catalog = Catalog::open(&path).map_err(anyhow::Error::from)?;
+    let known = catalog
+        .last_seq(&settings.node)
+        .map_err(anyhow::Error::from)?;
+    if known == 0
+        && mirror::nodes(repo)
+            .await
+            .map_err(anyhow::Error::from)?
+            .contains(&settings.node)
+    {
+        let applied = mirror::rebuild_node(repo, &mut catalog, &settings.node)
+            .await
+            .with_context(|| {
+                format!("rebuilding catalog {} from the repository", path.display())
+            })?;
+        tracing::info!(applied, node = %settings.node, "caught the catalog up from the repository");
+    }
+    Ok(catalog)
+}
