@@ -4,15 +4,16 @@
 //! in the table directory before it creates any file. Each line is a record:
 //!
 //! ```text
-//! ADD:[/var/lib/cassandra/data/ks/tbl-<id>/nb-7-big,0,8][2763431296]
-//! REMOVE:[/var/lib/cassandra/data/ks/tbl-<id>/nb-5-big,1700000000000,8][1437162381]
+//! ADD:[/var/lib/cassandra/data/ks/tbl-<id>/nb-7-big,0,8][2046999945]
+//! REMOVE:[/var/lib/cassandra/data/ks/tbl-<id>/nb-5-big,1700000000000,8][1288780600]
 //! COMMIT:[,0,0][2613697770]
 //! ```
 //!
 //! ADD names an SSTable being written (kept on COMMIT, deleted on ABORT); REMOVE names one
 //! being replaced (deleted after COMMIT, kept on ABORT). The trailing number is a CRC32 of
-//! the record, so a line torn by a crash is recognisable. The log is deleted once the
-//! operation has fully finished. Cassandra 5.0 may prefix the name with the format
+//! the record, so a line torn by a crash is recognisable. Cassandra keeps the update time
+//! only for REMOVE (ADD, COMMIT and ABORT write 0); the parser accepts any number. The
+//! log is deleted once the operation has fully finished. Cassandra 5.0 may prefix the name with the format
 //! (`bti-da_txn_…`).
 
 use std::fmt;
