@@ -81,7 +81,7 @@ pub enum Command {
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
     /// Rebuild the files a node had at a point in time.
-    Restore,
+    Restore(RestoreArgs),
     /// Apply retention and delete blobs nothing retained refers to.
     Gc,
     /// Check that every retained point can be restored.
@@ -167,6 +167,55 @@ pub struct SnapshotShowArgs {
     pub files: bool,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The point: a time (RFC 3339, 2026-11-22 08:30, 2h ago) or a snapshot name or id.
+    #[arg(long, value_name = "WHEN")]
+    pub at: String,
+    /// Target directory.
+    #[arg(long, value_name = "DIR")]
+    pub to: PathBuf,
+    /// Only keyspaces matching these globs (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub keyspace: Vec<String>,
+    /// Only tables matching these globs (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub table: Vec<String>,
+    /// data: <ks>/<table>-<id>/ as on the node; sstableloader: <ks>/<table>/.
+    #[arg(long, value_enum, default_value = "data")]
+    pub layout: LayoutArg,
+    /// Also restore Cassandra's system keyspaces.
+    #[arg(long)]
+    pub include_system: bool,
+    /// Also restore snapshots/<tag>/ and backups/ directories (data layout).
+    #[arg(long)]
+    pub include_snapshots: bool,
+    /// Files downloaded at once.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub parallel: usize,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Continue an interrupted restore: keep files already in place with the right content.
+    #[arg(long, conflicts_with = "overwrite")]
+    pub resume: bool,
+    /// Replace files in the target that differ from the point.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Restore into the data directory of a running Cassandra anyway.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the plan (with --dry-run) or the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LayoutArg {
+    Data,
+    Sstableloader,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,8 @@
 //! - [`catalog`]: the local SQLite catalog of file versions, blobs, stat cache and
 //!   snapshots, and the change batches mirrored to the repository.
 //! - [`backup`]: one backup pass: scan, upload what is new, record every change.
+//! - [`restore`]: point-in-time restore: plan from the catalog, verified parallel download.
+//! - [`progress`]: counters long-running commands update for progress reports.
 //! - [`timespec`]: times as operators write them.
 //! - [`config`]: the TOML configuration file and how it merges with flags.
 //! - [`store`]: the repository and its content-addressed blob store (object storage,
@@ -18,5 +20,7 @@ pub mod backup;
 pub mod cassandra;
 pub mod catalog;
 pub mod config;
+pub mod progress;
+pub mod restore;
 pub mod store;
 pub mod timespec;

@@ -15,6 +15,12 @@ use crate::cli::{Cli, LogFormatArg};
 use crate::commands::{Failure, Settings};
 
 fn main() -> ExitCode {
+    // Like any Unix filter, stop quietly when the reader goes away (`| head`) instead of
+    // panicking on a failed write to standard output.
+    // SAFETY: called first thing in main, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let settings = match Settings::resolve(&cli.global) {
         Ok(s) => s,

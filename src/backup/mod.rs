@@ -22,7 +22,6 @@ pub mod scan;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use futures::StreamExt;
@@ -32,6 +31,7 @@ use crate::cassandra::Component;
 use crate::cassandra::digest::{DigestAlgorithm, verify_file};
 use crate::catalog::mirror::{self, MirrorError};
 use crate::catalog::{Catalog, CatalogError, Change, FileKey, Hash32, OpenVersion};
+pub use crate::progress::Progress;
 use crate::store::{BlobId, Repository, StoreError, hash_file};
 use crate::timespec::{self, Micros};
 use filter::TableFilter;
@@ -52,15 +52,6 @@ pub struct BackupOptions {
     pub parallel: usize,
     /// Delete `backups/` hard links once their content is durable.
     pub prune_incremental: bool,
-}
-
-/// Counters a caller can watch while a pass runs (progress bars, metrics).
-#[derive(Debug, Default)]
-pub struct Progress {
-    pub files_total: AtomicU64,
-    pub files_done: AtomicU64,
-    pub bytes_total: AtomicU64,
-    pub bytes_done: AtomicU64,
 }
 
 /// What a pass did.
@@ -286,11 +277,9 @@ async fn backup_data_dir(
         .chain(scan.other_files.iter().map(|f| (None, f)));
     for (sstable, file) in files {
         summary.files_seen += 1;
-        progress.files_total.fetch_add(1, Ordering::Relaxed);
         match catalog.cached_hash(&file.stat)? {
             Some(hash) if catalog.has_blob(&hash)? => {
                 summary.files_unchanged += 1;
-                progress.files_done.fetch_add(1, Ordering::Relaxed);
                 seen.insert(file.key.clone());
                 if open.get(&file.key).map(|v| v.hash) != Some(hash) {
                     recorder.push(start(file, hash));
@@ -298,9 +287,7 @@ async fn backup_data_dir(
                 }
             }
             _ => {
-                progress
-                    .bytes_total
-                    .fetch_add(file.size(), Ordering::Relaxed);
+                progress.add_todo(file.size());
                 let digest_check = sstable.and_then(|i| {
                     if !verified.insert(i) {
                         return None;
@@ -388,8 +375,7 @@ async fn backup_data_dir(
         if catalog.has_blob(&id)? {
             summary.files_deduplicated += files.len() as u64;
             for f in &files {
-                progress.files_done.fetch_add(1, Ordering::Relaxed);
-                progress.bytes_done.fetch_add(f.size(), Ordering::Relaxed);
+                progress.add_done(f.size());
                 record(open, f, id, recorder, &mut seen, summary);
             }
         } else {
@@ -427,8 +413,7 @@ async fn backup_data_dir(
                     stored_size: put.stored_size,
                 });
                 for f in &files {
-                    progress.files_done.fetch_add(1, Ordering::Relaxed);
-                    progress.bytes_done.fetch_add(f.size(), Ordering::Relaxed);
+                    progress.add_done(f.size());
                     record(open, f, id, recorder, &mut seen, summary);
                 }
                 recorder.commit_if_full(repo, catalog).await?;

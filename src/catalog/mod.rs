@@ -108,6 +108,30 @@ pub struct SnapshotRow {
     pub bytes: u64,
 }
 
+/// Up to three snapshot names closest to `wanted` (edit distance), for "did you mean".
+pub fn nearest_snapshot_names<'a>(rows: &'a [SnapshotRow], wanted: &str) -> Vec<&'a str> {
+    let mut names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    names.sort_by_key(|n| edit_distance(n, wanted));
+    names.truncate(3);
+    names
+}
+
+/// Levenshtein distance.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
 /// Filters for [`Catalog::snapshots`].
 #[derive(Debug, Clone, Default)]
 pub struct SnapshotFilter {

@@ -1,17 +1,15 @@
 //! `tablesafe backup` and `tablesafe snapshot create NAME`: one backup pass, with progress
 //! on a terminal (plain log lines otherwise) and a summary at the end.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use tablesafe::backup::filter::TableFilter;
 use tablesafe::backup::{self, BackupOptions, BackupSummary, Progress};
 use tablesafe::timespec;
 
+use super::progress::Reporter;
 use super::repo::{open_catalog, open_repo};
 use super::{Failure, Settings, human_bytes, runtime};
 use crate::cli::BackupArgs;
@@ -53,8 +51,7 @@ pub fn run(
         prune_incremental: args.prune_incremental,
     };
     let progress = Arc::new(Progress::default());
-    let done = Arc::new(AtomicBool::new(false));
-    let reporter = spawn_reporter(progress.clone(), done.clone());
+    let reporter = Reporter::start("backup", progress.clone());
     let result = runtime()?.block_on(async {
         let repo = open_repo(settings, args.init).await?;
         let mut catalog = open_catalog(settings, &repo).await?;
@@ -62,8 +59,7 @@ pub fn run(
             .await
             .map_err(|e| Failure::Failed(e.into()))
     });
-    done.store(true, Ordering::Relaxed);
-    let _ = reporter.join();
+    drop(reporter);
     let summary = result?;
     if args.json {
         println!(
@@ -81,46 +77,6 @@ pub fn run(
         )));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Draws a progress bar on a terminal, or logs a line every 10 s otherwise.
-fn spawn_reporter(progress: Arc<Progress>, done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let terminal = std::io::stderr().is_terminal();
-        let bar = terminal.then(|| {
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} ({bytes_per_sec}, ETA {eta}) {msg}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar
-        });
-        let mut ticks = 0u64;
-        while !done.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(100));
-            ticks += 1;
-            let files = progress.files_done.load(Ordering::Relaxed);
-            let files_total = progress.files_total.load(Ordering::Relaxed);
-            let bytes = progress.bytes_done.load(Ordering::Relaxed);
-            let bytes_total = progress.bytes_total.load(Ordering::Relaxed);
-            match &bar {
-                Some(bar) => {
-                    bar.set_length(bytes_total);
-                    bar.set_position(bytes);
-                    bar.set_message(format!("{files}/{files_total} files"));
-                }
-                None if ticks.is_multiple_of(100) => {
-                    tracing::info!(files, files_total, bytes, bytes_total, "backup in progress")
-                }
-                None => {}
-            }
-        }
-        if let Some(bar) = bar {
-            bar.finish_and_clear();
-        }
-    })
 }
 
 fn print_summary(s: &BackupSummary) {

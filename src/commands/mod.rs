@@ -5,7 +5,9 @@ mod backup;
 mod catalog;
 mod init;
 mod inspect;
+mod progress;
 mod repo;
+mod restore;
 mod snapshot;
 
 use std::path::PathBuf;
@@ -157,7 +159,7 @@ pub fn run(command: Command, settings: &Settings) -> Result<ExitCode, Failure> {
         Command::Snapshot(SnapshotCommand::List(args)) => snapshot::list(&args, settings),
         Command::Snapshot(SnapshotCommand::Show(args)) => snapshot::show(&args, settings),
         Command::Catalog(CatalogCommand::Rebuild(args)) => catalog::rebuild(&args, settings),
-        Command::Restore => not_built("restore", 5),
+        Command::Restore(args) => restore::run(&args, settings),
         Command::Daemon => not_built("daemon", 6),
         Command::Status => not_built("status", 6),
         Command::Gc => not_built("gc", 7),

@@ -74,9 +74,7 @@ pub fn find(catalog: &Catalog, node: &str, wanted: &str) -> Result<SnapshotRow, 
     {
         return Ok(row.clone());
     }
-    let mut names: Vec<&str> = all.iter().map(|r| r.name.as_str()).collect();
-    names.sort_by_key(|n| edit_distance(n, wanted));
-    names.truncate(3);
+    let names = tablesafe::catalog::nearest_snapshot_names(&all, wanted);
     Err(Failure::Failed(anyhow::anyhow!(
         "no snapshot {wanted:?} for node {node:?}{}",
         if names.is_empty() {
@@ -133,19 +131,4 @@ pub fn show(args: &SnapshotShowArgs, settings: &Settings) -> Result<ExitCode, Fa
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }

@@ -1,0 +1,147 @@
+//! `tablesafe restore --at WHEN --to DIR`: the files a node had at a point, verified.
+//!
+//! Prints the plan with `--dry-run`; otherwise restores with progress on a terminal, then
+//! a summary and the commands that load the restored tables into Cassandra.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use tablesafe::restore::{
+    self, ExistingFiles, Layout, Plan, Progress, RestoreOptions, RestoreSummary,
+};
+use tablesafe::timespec;
+
+use super::progress::Reporter;
+use super::repo::{open_catalog, open_repo};
+use super::{Failure, Settings, human_bytes, runtime};
+use crate::cli::{LayoutArg, RestoreArgs};
+
+pub fn run(args: &RestoreArgs, settings: &Settings) -> Result<ExitCode, Failure> {
+    let opts = RestoreOptions {
+        node: settings.node.clone(),
+        to: args.to.clone(),
+        layout: match args.layout {
+            LayoutArg::Data => Layout::Data,
+            LayoutArg::Sstableloader => Layout::Sstableloader,
+        },
+        keyspaces: args.keyspace.clone(),
+        tables: args.table.clone(),
+        include_system: args.include_system,
+        include_snapshots: args.include_snapshots,
+        existing: if args.overwrite {
+            ExistingFiles::Overwrite
+        } else if args.resume {
+            ExistingFiles::Resume
+        } else {
+            ExistingFiles::Refuse
+        },
+        force: args.force,
+        parallel: args.parallel.max(1),
+    };
+    let rt = runtime()?;
+    let (repo, plan) = rt.block_on(async {
+        let repo = open_repo(settings, false).await?;
+        let catalog = open_catalog(settings, &repo).await?;
+        let point =
+            restore::resolve_point(&catalog, &opts.node, &args.at).map_err(anyhow::Error::from)?;
+        let plan = restore::plan(&catalog, point, &opts).map_err(anyhow::Error::from)?;
+        Ok::<_, Failure>((repo, plan))
+    })?;
+    if args.dry_run {
+        restore::check_target(&opts).map_err(anyhow::Error::from)?;
+        print_plan(&plan, args.json)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let progress = Arc::new(Progress::default());
+    let reporter = Reporter::start("restore", progress.clone());
+    let result = rt.block_on(restore::execute(&repo, &plan, &opts, progress));
+    drop(reporter);
+    let summary = result.map_err(anyhow::Error::from)?;
+    if args.json {
+        let doc = serde_json::json!({ "point": plan.point, "summary": summary });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).map_err(anyhow::Error::from)?
+        );
+    } else {
+        print_summary(&plan, &summary, &opts);
+    }
+    if let Some(first) = summary.failed.first() {
+        return Err(Failure::Failed(anyhow::Error::from(
+            restore::RestoreError::FilesFailed {
+                failed: summary.failed.len(),
+                total: summary.files,
+                first: first.clone(),
+            },
+        )));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn point_label(plan: &Plan) -> String {
+    match &plan.point.snapshot {
+        Some(name) => format!(
+            "snapshot {name} ({})",
+            timespec::format_precise(plan.point.time)
+        ),
+        None => timespec::format_precise(plan.point.time),
+    }
+}
+
+fn print_plan(plan: &Plan, json: bool) -> Result<(), Failure> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(plan).map_err(anyhow::Error::from)?
+        );
+        return Ok(());
+    }
+    println!(
+        "would restore {} files ({}) of node {} at {} into {} tables:",
+        plan.files.len(),
+        human_bytes(plan.bytes),
+        plan.node,
+        point_label(plan),
+        plan.tables.len()
+    );
+    for t in &plan.tables {
+        let (n, bytes) = plan
+            .files
+            .iter()
+            .filter(|f| f.dest.starts_with(&t.dir))
+            .fold((0, 0), |(n, b), f| (n + 1, b + f.version.size));
+        println!(
+            "  {}.{}: {n} files, {} -> {}",
+            t.keyspace,
+            t.table,
+            human_bytes(bytes),
+            t.dir.display()
+        );
+    }
+    Ok(())
+}
+
+fn print_summary(plan: &Plan, s: &RestoreSummary, opts: &RestoreOptions) {
+    println!(
+        "restored {} files ({}) of node {} at {} into {} in {:.2} s: {} downloaded, {} copied, {} hard-linked, {} already in place",
+        s.files - s.failed.len(),
+        human_bytes(s.bytes),
+        plan.node,
+        point_label(plan),
+        opts.to.display(),
+        s.seconds,
+        s.downloaded,
+        s.copied,
+        s.linked,
+        s.already_in_place
+    );
+    for f in &s.failed {
+        println!("FAILED: {f}");
+    }
+    if s.failed.is_empty() {
+        println!("next steps:");
+        for line in restore::next_steps(plan, &opts.to, opts.layout) {
+            println!("  {line}");
+        }
+    }
+}

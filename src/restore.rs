@@ -1,0 +1,671 @@
+//! Point-in-time restore: the exact files a node had at a moment, verified, into a target
+//! directory.
+//!
+//! Planning reads only the catalog: the file versions live at the chosen time (a time, or
+//! a named point), filtered by keyspace and table. Nothing is LISTed in the repository.
+//!
+//! Every file is written by [`Repository::get_to_file`]: streamed, decompressed and hashed
+//! into `<file>.partial`, fsynced, checked against its BLAKE3 id, and only then renamed
+//! into place, so a final path never holds a byte that was not verified. Each file's mtime
+//! is set back to what the node had. Content is downloaded once: other files with the
+//! same bytes are hard-linked where Cassandra had hard links (`snapshots/`, `backups/`)
+//! and copied locally otherwise.
+//!
+//! A restore can be run again after an interruption (`--resume`): a file already in place
+//! whose content hashes to the planned blob is skipped. A file that fails (missing or
+//! damaged blob, full disk) is reported by name and the rest still restore.
+//!
+//! Paths come from the catalog, which comes from the repository: each one is checked to
+//! stay inside the target (no `..`, no absolute paths, no symbolic links on the way).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs;
+use std::path::{Component as PathComponent, Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::backup::filter::{glob_match, is_system_keyspace};
+use crate::cassandra::{FileKind, Location, classify};
+use crate::catalog::{Catalog, CatalogError, FileVersion, Hash32, SnapshotFilter, SnapshotRow};
+pub use crate::progress::Progress;
+use crate::store::{BlobId, Repository, hash_file};
+use crate::timespec::{self, Micros};
+
+/// How restored files are laid out under the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// `<ks>/<table>-<id>/…` as on the node: for a node restart or `nodetool import`.
+    Data,
+    /// `<ks>/<table>/…` live SSTables only: for `sstableloader`.
+    Sstableloader,
+}
+
+/// What to do with a target that already holds files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExistingFiles {
+    /// The target must be empty (or absent).
+    Refuse,
+    /// Keep files already in place with the right content; fill in the rest.
+    Resume,
+    /// Replace whatever is in the way.
+    Overwrite,
+}
+
+/// The point to restore.
+#[derive(Debug, Clone, Serialize)]
+pub struct Point {
+    pub time: Micros,
+    /// The snapshot name when one was asked for (or matches the time exactly).
+    pub snapshot: Option<String>,
+}
+
+/// A restore request.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub node: String,
+    pub to: PathBuf,
+    pub layout: Layout,
+    pub keyspaces: Vec<String>,
+    pub tables: Vec<String>,
+    pub include_system: bool,
+    /// Also restore `snapshots/<tag>/` and `backups/` (data layout only).
+    pub include_snapshots: bool,
+    pub existing: ExistingFiles,
+    /// Restore into a live Cassandra data directory even if a Cassandra process runs.
+    pub force: bool,
+    pub parallel: usize,
+}
+
+/// One file to restore.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedFile {
+    #[serde(flatten)]
+    pub version: FileVersion,
+    /// Path below the target.
+    pub dest: PathBuf,
+}
+
+/// A restored table, for the next-step commands.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct PlannedTable {
+    pub keyspace: String,
+    pub table: String,
+    /// Directory below the target.
+    pub dir: PathBuf,
+    /// SSTable format versions seen (`nb`, `mc`, …): they decide import vs refresh.
+    pub versions: BTreeSet<String>,
+}
+
+/// What a restore will do.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub node: String,
+    pub point: Point,
+    pub files: Vec<PlannedFile>,
+    pub bytes: u64,
+    pub tables: Vec<PlannedTable>,
+}
+
+/// Why a restore cannot go ahead, or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(
+        "node {node:?} has no backup history in this catalog or repository (check --node; nodes with history: {known})"
+    )]
+    NoHistory { node: String, known: String },
+    #[error(
+        "{asked} is before the first backup of node {node:?}: restorable times are {earliest} to now (last change recorded {latest})"
+    )]
+    BeforeHistory {
+        node: String,
+        asked: String,
+        earliest: String,
+        latest: String,
+    },
+    #[error("{input:?} is neither a time nor a snapshot of node {node:?}{nearest}")]
+    UnknownPoint {
+        input: String,
+        node: String,
+        nearest: String,
+    },
+    #[error(
+        "refusing to restore {path}: {reason} (the catalog or repository entry may be crafted or damaged)"
+    )]
+    UnsafePath { path: String, reason: String },
+    #[error(
+        "target {dir} is not empty: use --resume to continue an interrupted restore, or --overwrite to replace what is there"
+    )]
+    TargetNotEmpty { dir: PathBuf },
+    #[error(
+        "target {dir} is the data directory of a running Cassandra node (pid {pid}): stop Cassandra first, restore elsewhere, or pass --force"
+    )]
+    LiveCassandra { dir: PathBuf, pid: u32 },
+    #[error("{path} exists with different content: pass --overwrite to replace it")]
+    Conflict { path: PathBuf },
+    #[error("cannot prepare {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(
+        "{failed} of {total} file(s) could not be restored (first: {first}); the others are in place; fix the cause and run again with --resume"
+    )]
+    FilesFailed {
+        failed: usize,
+        total: usize,
+        first: String,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Resolves WHEN: a snapshot name or id of the node, else a time.
+pub fn resolve_point(catalog: &Catalog, node: &str, when: &str) -> Result<Point, RestoreError> {
+    let snapshots = catalog.snapshots(&SnapshotFilter {
+        node: Some(node.to_string()),
+        ..SnapshotFilter::default()
+    })?;
+    if let Some(s) = snapshots
+        .iter()
+        .find(|s| s.name == when || s.id.to_string() == when)
+    {
+        return Ok(Point {
+            time: s.time,
+            snapshot: Some(s.name.clone()),
+        });
+    }
+    match timespec::parse_at(when, timespec::now()) {
+        Ok(time) => Ok(Point {
+            time,
+            snapshot: snapshots
+                .iter()
+                .find(|s| s.time == time)
+                .map(|s| s.name.clone()),
+        }),
+        Err(_) => Err(RestoreError::UnknownPoint {
+            input: when.to_string(),
+            node: node.to_string(),
+            nearest: nearest_names(&snapshots, when),
+        }),
+    }
+}
+
+fn nearest_names(snapshots: &[SnapshotRow], wanted: &str) -> String {
+    let names = crate::catalog::nearest_snapshot_names(snapshots, wanted);
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!("; nearest snapshot names: {}", names.join(", "))
+    }
+}
+
+/// Plans a restore from the catalog alone.
+pub fn plan(catalog: &Catalog, point: Point, opts: &RestoreOptions) -> Result<Plan, RestoreError> {
+    let node = opts.node.as_str();
+    let Some((earliest, latest)) = catalog.history_bounds(node)? else {
+        let mut known: Vec<String> = catalog
+            .snapshots(&SnapshotFilter::default())?
+            .into_iter()
+            .map(|s| s.node)
+            .collect();
+        known.dedup();
+        return Err(RestoreError::NoHistory {
+            node: node.to_string(),
+            known: if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            },
+        });
+    };
+    if point.time < earliest {
+        return Err(RestoreError::BeforeHistory {
+            node: node.to_string(),
+            asked: timespec::format_precise(point.time),
+            earliest: timespec::format_precise(earliest),
+            latest: timespec::format_precise(latest),
+        });
+    }
+    let mut files = Vec::new();
+    let mut tables: BTreeMap<PathBuf, PlannedTable> = BTreeMap::new();
+    for version in catalog.live_at(node, point.time)? {
+        let key = &version.key;
+        if is_system_keyspace(&key.keyspace) && !opts.include_system {
+            continue;
+        }
+        if !opts.keyspaces.is_empty()
+            && !opts.keyspaces.iter().any(|g| glob_match(g, &key.keyspace))
+        {
+            continue;
+        }
+        if !opts.tables.is_empty() && !opts.tables.iter().any(|g| glob_match(g, &key.table)) {
+            continue;
+        }
+        let relative = key.data_relative_path();
+        let classified = classify(Path::new(&relative));
+        let Some(place) = classified.place else {
+            return Err(unsafe_path(&relative, "not a <keyspace>/<table>/… path"));
+        };
+        let live = place.location == Location::Live;
+        if !live && (opts.layout == Layout::Sstableloader || !opts.include_snapshots) {
+            continue;
+        }
+        let (table_dir, rel_in_table) = match opts.layout {
+            Layout::Data => (
+                PathBuf::from(&key.keyspace).join(key.table_dir_name()),
+                key.rel_path.clone(),
+            ),
+            Layout::Sstableloader => {
+                // sstableloader rebuilds secondary indexes itself.
+                if place.index.is_some() {
+                    continue;
+                }
+                (
+                    PathBuf::from(&key.keyspace).join(&key.table),
+                    key.rel_path.clone(),
+                )
+            }
+        };
+        let dest = checked_relative(&table_dir.join(&rel_in_table), &relative)?;
+        let entry = tables
+            .entry(table_dir.clone())
+            .or_insert_with(|| PlannedTable {
+                keyspace: key.keyspace.clone(),
+                table: key.table.clone(),
+                dir: table_dir.clone(),
+                versions: BTreeSet::new(),
+            });
+        if let FileKind::Component(name) = &classified.kind {
+            entry.versions.insert(name.descriptor.version.to_string());
+        }
+        files.push(PlannedFile { version, dest });
+    }
+    let bytes = files.iter().map(|f| f.version.size).sum();
+    Ok(Plan {
+        node: node.to_string(),
+        point,
+        files,
+        bytes,
+        tables: tables.into_values().collect(),
+    })
+}
+
+fn unsafe_path(path: &str, reason: &str) -> RestoreError {
+    RestoreError::UnsafePath {
+        path: path.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// A relative path made only of plain names: no `..`, `.`, root or prefix.
+fn checked_relative(path: &Path, shown: &str) -> Result<PathBuf, RestoreError> {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            PathComponent::Normal(part) if !part.is_empty() => out.push(part),
+            PathComponent::ParentDir => return Err(unsafe_path(shown, "it contains '..'")),
+            PathComponent::RootDir | PathComponent::Prefix(_) => {
+                return Err(unsafe_path(shown, "it is absolute"));
+            }
+            _ => return Err(unsafe_path(shown, "it contains an empty or '.' component")),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        return Err(unsafe_path(shown, "it is empty"));
+    }
+    Ok(out)
+}
+
+/// Creates the parent directories of `target/rel`, refusing to pass through a symbolic
+/// link or anything that is not a directory.
+fn prepare_parent(target: &Path, rel: &Path) -> Result<PathBuf, RestoreError> {
+    let mut dir = target.to_path_buf();
+    let parts: Vec<_> = rel.components().collect();
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        dir.push(part);
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(unsafe_path(
+                    &rel.display().to_string(),
+                    &format!("{} in the target is a symbolic link", dir.display()),
+                ));
+            }
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(unsafe_path(
+                    &rel.display().to_string(),
+                    &format!("{} in the target is not a directory", dir.display()),
+                ));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir(&dir).map_err(|source| RestoreError::Io {
+                    path: dir.clone(),
+                    source,
+                })?;
+            }
+            Err(source) => return Err(RestoreError::Io { path: dir, source }),
+        }
+    }
+    let dest = target.join(rel);
+    if fs::symlink_metadata(&dest).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(unsafe_path(
+            &rel.display().to_string(),
+            "the destination in the target is a symbolic link",
+        ));
+    }
+    Ok(dest)
+}
+
+/// Checks the target before anything is written.
+pub fn check_target(opts: &RestoreOptions) -> Result<(), RestoreError> {
+    let to = &opts.to;
+    let io = |source| RestoreError::Io {
+        path: to.clone(),
+        source,
+    };
+    match fs::symlink_metadata(to) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(e)),
+        Ok(m) if m.file_type().is_symlink() => {
+            // The target itself may be a link (a mount point's alias); follow it once.
+            if !fs::metadata(to).map_err(io)?.is_dir() {
+                return Err(io(std::io::Error::new(
+                    std::io::ErrorKind::NotADirectory,
+                    "not a directory",
+                )));
+            }
+        }
+        Ok(m) if !m.is_dir() => {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                "not a directory",
+            )));
+        }
+        Ok(_) => {}
+    }
+    if !opts.force
+        && let Some(pid) = running_cassandra_using(to)
+    {
+        return Err(RestoreError::LiveCassandra {
+            dir: to.clone(),
+            pid,
+        });
+    }
+    let empty = fs::read_dir(to).map_err(io)?.next().is_none();
+    if !empty && opts.existing == ExistingFiles::Refuse {
+        return Err(RestoreError::TargetNotEmpty { dir: to.clone() });
+    }
+    Ok(())
+}
+
+/// system.local's table id is the same on every node: its directory marks a data
+/// directory Cassandra has started on.
+const SYSTEM_LOCAL_DIR: &str = "system/local-7ad54392bcdd35a684174e047860b377";
+
+/// The pid of a running Cassandra whose data directory `dir` is: `dir` holds
+/// `system/local-<id>` and a process runs Cassandra's main class with `dir` on its command
+/// line or open as a file descriptor target.
+fn running_cassandra_using(dir: &Path) -> Option<u32> {
+    if !dir.join(SYSTEM_LOCAL_DIR).is_dir() {
+        return None;
+    }
+    let canonical = fs::canonicalize(dir).ok()?;
+    for entry in fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if !cmdline.contains("org.apache.cassandra.service.CassandraDaemon") {
+            continue;
+        }
+        let uses_dir = cmdline.contains(&*canonical.to_string_lossy())
+            || fs::read_dir(entry.path().join("fd"))
+                .ok()
+                .is_some_and(|fds| {
+                    fds.flatten().any(|fd| {
+                        fs::read_link(fd.path()).is_ok_and(|target| target.starts_with(&canonical))
+                    })
+                })
+            || fs::read_link(entry.path().join("cwd"))
+                .is_ok_and(|cwd| canonical.starts_with(&cwd) || cwd.starts_with(&canonical));
+        if uses_dir {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RestoreSummary {
+    pub files: usize,
+    pub bytes: u64,
+    /// Files already in place with the right content (resume).
+    pub already_in_place: usize,
+    /// Files downloaded from the repository.
+    pub downloaded: usize,
+    /// Snapshot and `backups/` files hard-linked to the same content restored in this run.
+    pub linked: usize,
+    /// Files copied from another restored file with the same content (not downloaded).
+    pub copied: usize,
+    /// Files that could not be restored, one line each.
+    pub failed: Vec<String>,
+    pub seconds: f64,
+}
+
+/// Whether a file already in place holds the planned content.
+fn in_place(path: &Path, hash: &Hash32, size: u64) -> Result<Option<bool>, RestoreError> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(RestoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+        Ok(m) if !m.is_file() => Ok(Some(false)),
+        Ok(m) if m.len() != size => Ok(Some(false)),
+        Ok(_) => Ok(Some(
+            hash_file(path).is_ok_and(|(id, _)| id.as_bytes() == hash),
+        )),
+    }
+}
+
+fn set_mtime(path: &Path, mtime: Micros) -> std::io::Result<()> {
+    let time = if mtime >= 0 {
+        UNIX_EPOCH + Duration::from_micros(mtime as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_micros(mtime.unsigned_abs())
+    };
+    fs::File::options()
+        .write(true)
+        .open(path)?
+        .set_modified(time)
+}
+
+/// Restores every file of the plan.
+pub async fn execute(
+    repo: &Repository,
+    plan: &Plan,
+    opts: &RestoreOptions,
+    progress: Arc<Progress>,
+) -> Result<RestoreSummary, RestoreError> {
+    let started = Instant::now();
+    check_target(opts)?;
+    fs::create_dir_all(&opts.to).map_err(|source| RestoreError::Io {
+        path: opts.to.clone(),
+        source,
+    })?;
+    let mut summary = RestoreSummary {
+        files: plan.files.len(),
+        bytes: plan.bytes,
+        ..RestoreSummary::default()
+    };
+    for f in &plan.files {
+        progress.add_todo(f.version.size);
+    }
+
+    // Group by content: one download per blob, hard links for the other paths.
+    let mut by_hash: HashMap<Hash32, Vec<(&PlannedFile, PathBuf)>> = HashMap::new();
+    for f in &plan.files {
+        let dest = prepare_parent(&opts.to, &f.dest)?;
+        match in_place(&dest, &f.version.hash, f.version.size)? {
+            Some(true) if opts.existing != ExistingFiles::Refuse => {
+                summary.already_in_place += 1;
+                progress.add_done(f.version.size);
+                continue;
+            }
+            Some(_) if opts.existing == ExistingFiles::Overwrite => {}
+            Some(_) => return Err(RestoreError::Conflict { path: dest }),
+            None => {}
+        }
+        by_hash.entry(f.version.hash).or_default().push((f, dest));
+    }
+    let point = plan
+        .point
+        .snapshot
+        .clone()
+        .unwrap_or_else(|| timespec::format_precise(plan.point.time));
+    let jobs = by_hash.into_iter().map(|(hash, targets)| {
+        let progress = progress.clone();
+        let point = point.clone();
+        async move { restore_blob(repo, hash, targets, &point, &progress).await }
+    });
+    let mut results = futures::stream::iter(jobs).buffer_unordered(opts.parallel.max(1));
+    while let Some(result) = results.next().await {
+        summary.downloaded += result.downloaded;
+        summary.linked += result.linked;
+        summary.copied += result.copied;
+        summary.failed.extend(result.failed);
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+#[derive(Default)]
+struct BlobResult {
+    downloaded: usize,
+    linked: usize,
+    copied: usize,
+    failed: Vec<String>,
+}
+
+/// Downloads one blob to its first path and links (or copies) it to the others.
+async fn restore_blob(
+    repo: &Repository,
+    hash: Hash32,
+    targets: Vec<(&PlannedFile, PathBuf)>,
+    point: &str,
+    progress: &Progress,
+) -> BlobResult {
+    let mut out = BlobResult::default();
+    let id = BlobId::from_bytes(hash);
+    let Some(((first, first_dest), rest)) = targets.split_first() else {
+        return out;
+    };
+    let describe = |f: &PlannedFile, e: &dyn std::fmt::Display| {
+        format!(
+            "{} (blob {}, point {point}): {}",
+            f.dest.display(),
+            id,
+            explain(e)
+        )
+    };
+    if let Err(e) = repo.get_to_file(&id, first_dest).await {
+        for (f, _) in &targets {
+            out.failed.push(describe(f, &e));
+        }
+        return out;
+    }
+    if let Err(e) = set_mtime(first_dest, first.version.mtime) {
+        out.failed.push(describe(first, &e));
+    }
+    out.downloaded += 1;
+    progress.add_done(first.version.size);
+    for (f, dest) in rest {
+        // Cassandra's own hard links (snapshots/, backups/) are restored as hard links;
+        // two live files with equal bytes were separate files on the node and stay so,
+        // since Cassandra appends to a live TOC.txt in place.
+        let was_link = is_link_location(&first.version.key.rel_path)
+            || is_link_location(&f.version.key.rel_path);
+        let placed = (|| {
+            let _ = fs::remove_file(dest);
+            if was_link && fs::hard_link(first_dest, dest).is_ok() {
+                return Ok(true);
+            }
+            fs::copy(first_dest, dest)?;
+            set_mtime(dest, f.version.mtime).map(|_| false)
+        })();
+        match placed {
+            Ok(true) => out.linked += 1,
+            Ok(false) => out.copied += 1,
+            Err(e) => out.failed.push(describe(f, &e)),
+        }
+        progress.add_done(f.version.size);
+    }
+    out
+}
+
+/// Where Cassandra makes hard links of live files.
+fn is_link_location(rel_path: &str) -> bool {
+    rel_path.starts_with("snapshots/") || rel_path.starts_with("backups/")
+}
+
+/// A store error, with the remedy for a full disk spelled out.
+fn explain(e: &dyn std::fmt::Display) -> String {
+    let text = e.to_string();
+    if text.contains("No space left on device") {
+        format!(
+            "{text}: the target's disk is full; free space or restore elsewhere, then run again with --resume"
+        )
+    } else {
+        text
+    }
+}
+
+/// Lines telling the operator how to load what was restored.
+pub fn next_steps(plan: &Plan, to: &Path, layout: Layout) -> Vec<String> {
+    let mut lines = Vec::new();
+    for t in &plan.tables {
+        let dir = to.join(&t.dir);
+        let line = match layout {
+            Layout::Sstableloader => format!("sstableloader -d <cassandra host> {}", dir.display()),
+            // `nodetool import` exists from 4.0; older releases load with refresh after
+            // the files are copied into the live table directory.
+            Layout::Data if !t.versions.is_empty() && t.versions.iter().all(|v| importable(v)) => {
+                format!(
+                    "nodetool import {} {} {}",
+                    t.keyspace,
+                    t.table,
+                    dir.display()
+                )
+            }
+            Layout::Data => format!(
+                "copy {}/* into the live table directory, then: nodetool refresh {} {}",
+                dir.display(),
+                t.keyspace,
+                t.table
+            ),
+        };
+        lines.push(line);
+    }
+    lines
+}
+
+/// SSTable versions written by Cassandra 4.0 and later: BIG `na` and up, and BTI (`da`…,
+/// whose letters sort before every BIG version Cassandra 2.0+ wrote).
+fn importable(version: &str) -> bool {
+    !("ja".."na").contains(&version)
+}
