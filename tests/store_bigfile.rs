@@ -31,7 +31,9 @@ async fn three_gib_sparse_file_in_bounded_memory() {
     drop(f);
 
     let url = format!("file://{}/repo", dir.path().display());
-    let repo = Repository::init(&url, &StoreOptions::default()).await.unwrap();
+    let repo = Repository::init(&url, &StoreOptions::default())
+        .await
+        .unwrap();
     let before = vm_hwm_kib();
     let started = std::time::Instant::now();
     let put = repo.put_file(&src).await.unwrap();
@@ -52,6 +54,12 @@ async fn three_gib_sparse_file_in_bounded_memory() {
         "3 GiB sparse: put {put_time:?}, verify {verify_time:?}; VmHWM before {before} KiB, \
          +{put_growth} KiB after put, +{verify_growth} KiB after verify"
     );
-    assert!(put_growth < 150 * 1024, "put grew peak RSS by {put_growth} KiB");
-    assert!(verify_growth < 150 * 1024, "verify grew peak RSS by {verify_growth} KiB");
+    assert!(
+        put_growth < 150 * 1024,
+        "put grew peak RSS by {put_growth} KiB"
+    );
+    assert!(
+        verify_growth < 150 * 1024,
+        "verify grew peak RSS by {verify_growth} KiB"
+    );
 }
