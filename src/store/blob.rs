@@ -345,7 +345,7 @@ impl<R: Read> BlobReader<R> {
 }
 
 /// A frame ready to be written: its header and payload.
-pub(crate) struct EncodedFrame {
+pub struct EncodedFrame {
     pub entry: FrameEntry,
     pub payload: Bytes,
 }
@@ -392,7 +392,7 @@ fn looks_incompressible(raw: &[u8], level: i32) -> bool {
 }
 
 /// Compresses one frame, or keeps it raw when compression does not pay.
-pub(crate) fn encode_frame(raw: Vec<u8>, level: i32) -> EncodedFrame {
+pub fn encode_frame(raw: Vec<u8>, level: i32) -> EncodedFrame {
     let raw_len = raw.len() as u32;
     let raw_frame = |raw: Vec<u8>| EncodedFrame {
         entry: FrameEntry {

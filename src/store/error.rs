@@ -56,9 +56,15 @@ pub enum StoreError {
 
     /// The endpoint could not be reached, even after retries.
     #[error(
-        "cannot reach the object store for {url} after retries: check the endpoint, network and proxy settings ({detail})"
+        "cannot reach the object store for {url}{} after retries: check the endpoint, network and proxy settings ({detail})",
+        at_endpoint(endpoint)
     )]
-    Unreachable { url: String, detail: String },
+    Unreachable {
+        url: String,
+        /// The custom endpoint in use, if any.
+        endpoint: Option<String>,
+        detail: String,
+    },
 
     /// A blob is not in the repository.
     #[error("blob {id} not found in {url}")]
@@ -121,6 +127,13 @@ pub enum StoreError {
     Internal(String),
 }
 
+fn at_endpoint(endpoint: &Option<String>) -> String {
+    match endpoint {
+        Some(e) => format!(" at {e}"),
+        None => String::new(),
+    }
+}
+
 fn not_written(dest: &Option<PathBuf>) -> String {
     match dest {
         Some(d) => format!("; nothing was written to {}", d.display()),
@@ -169,6 +182,7 @@ impl BackendKind {
 /// What the failing call was about, for the classification of a 404.
 pub(crate) struct Ctx<'a> {
     pub url: &'a str,
+    pub endpoint: Option<&'a str>,
     pub bucket: &'a str,
     pub kind: BackendKind,
 }
@@ -196,7 +210,11 @@ pub(crate) fn classify(err: object_store::Error, ctx: &Ctx<'_>) -> StoreError {
         };
     }
     if let Some(detail) = connect_failure(&err) {
-        return StoreError::Unreachable { url, detail };
+        return StoreError::Unreachable {
+            url,
+            endpoint: ctx.endpoint.map(str::to_string),
+            detail,
+        };
     }
     if ctx.kind == BackendKind::Local && text.contains("Permission denied") {
         return StoreError::AccessDenied {

@@ -15,7 +15,7 @@
 //! - [`blob`]: the blob object format (frames, index, footer) and frame (de)compression.
 //! - [`write`]: `put_file`: hash, dedup, parallel compression, multipart upload.
 //! - [`read`]: `get_to_file`: download, parallel decompression, verified atomic placement.
-//! - [`error`]: the [`StoreError`] type.
+//! - [`error`]: the typed [`StoreError`] and how backend errors are classified.
 //!
 //! The API is async (tokio); CPU work runs on rayon's pool and blocking file I/O on
 //! tokio's blocking threads, so callers need a multi-threaded tokio runtime.

@@ -29,7 +29,7 @@ use super::blob::{MAX_FRAME_SIZE, MIN_FRAME_SIZE};
 use super::error::{Ctx, StoreError, classify};
 use super::hash::BlobId;
 use super::options::StoreOptions;
-use super::url::{RepoUrl, build_store};
+use super::url::{RepoUrl, build_store, endpoint_of};
 use super::{read, write};
 
 /// The repository format this tablesafe writes and the newest it reads.
@@ -151,6 +151,7 @@ pub struct PutOutcome {
 pub struct Repository {
     url: RepoUrl,
     url_text: String,
+    endpoint: Option<String>,
     store: Arc<dyn ObjectStore>,
     config: RepoConfig,
     opts: StoreOptions,
@@ -183,6 +184,7 @@ impl Repository {
         }
         let store = build_store(&url, opts)?;
         let repo = Repository {
+            endpoint: endpoint_of(&url, opts),
             url,
             url_text,
             store,
@@ -236,8 +238,10 @@ impl Repository {
             Ok(r) => r.bytes().await,
             Err(e) => Err(e),
         };
+        let endpoint = endpoint_of(&url, opts);
         let ctx = Ctx {
             url: &url_text,
+            endpoint: endpoint.as_deref(),
             bucket: url.bucket(),
             kind: url.backend_kind(),
         };
@@ -255,6 +259,7 @@ impl Repository {
         Ok(Repository {
             url,
             url_text,
+            endpoint,
             store,
             config,
             opts: opts.clone(),
@@ -430,6 +435,7 @@ impl Repository {
             e,
             &Ctx {
                 url: &self.url_text,
+                endpoint: self.endpoint.as_deref(),
                 bucket: self.url.bucket(),
                 kind: self.url.backend_kind(),
             },

@@ -186,6 +186,27 @@ fn redact(text: &str) -> String {
     }
 }
 
+/// The custom endpoint a repository is reached at, for messages (user info removed).
+pub(crate) fn endpoint_of(url: &RepoUrl, opts: &StoreOptions) -> Option<String> {
+    if url.scheme != Scheme::S3 {
+        return None;
+    }
+    let e = opts
+        .s3
+        .endpoint
+        .clone()
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+        .or_else(|| std::env::var("AWS_ENDPOINT").ok())?;
+    Some(match ::url::Url::parse(&e) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string().trim_end_matches('/').to_string()
+        }
+        Err(_) => redact(&e),
+    })
+}
+
 fn retry_config(opts: &StoreOptions) -> RetryConfig {
     RetryConfig {
         backoff: BackoffConfig {

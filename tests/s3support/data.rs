@@ -38,12 +38,12 @@ pub fn text(len: usize, seed: u64) -> Vec<u8> {
     while out.len() < len {
         let w = WORDS[r[i % r.len()] as usize % WORDS.len()];
         out.extend_from_slice(w.as_bytes());
-        out.push(if r[(i + 1) % r.len()] % 7 == 0 {
+        out.push(if r[(i + 1) % r.len()].is_multiple_of(7) {
             b'\n'
         } else {
             b' '
         });
-        if r[(i + 2) % r.len()] % 5 == 0 {
+        if r[(i + 2) % r.len()].is_multiple_of(5) {
             out.extend_from_slice(format!("{} ", r[(i + 3) % r.len()]).as_bytes());
         }
         i += 3;

@@ -1,0 +1,125 @@
+//! Times the store on real files, for `benches/store_throughput.sh`.
+//!
+//! ```text
+//! store_bench gen-text PATH BYTES          write text-like (compressible) test data
+//! store_bench put BACKEND STRATEGY FILE... init a fresh repository, put each file
+//!                                          (timed), put it again (dedup, timed),
+//!                                          restore it (timed, unless --no-restore)
+//! ```
+//!
+//! BACKEND is `file:DIR` (repository in DIR, created) or `s3:DIR` (an s3s-fs server
+//! started in this process on 127.0.0.1, storing under DIR); STRATEGY is `hash-first`
+//! or `staging`. One line per file and step: `step=… file=… bytes=… secs=… MiB/s=…`.
+
+#[path = "../tests/s3support/mod.rs"]
+mod s3support;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use tablesafe::store::{PutStrategy, Repository, StoreOptions};
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: store_bench gen-text PATH BYTES | store_bench put file:DIR|s3:DIR hash-first|staging [--no-restore] FILE..."
+    );
+    std::process::exit(2)
+}
+
+fn gen_text(path: &Path, bytes: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let chunk = 16 << 20;
+    let mut written = 0u64;
+    let mut seed = 1;
+    while written < bytes {
+        let n = chunk.min((bytes - written) as usize);
+        f.write_all(&s3support::data::text(n, seed))?;
+        written += n as u64;
+        seed += 1;
+    }
+    f.flush()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("gen-text") if args.len() == 3 => {
+            let bytes: u64 = args[2].parse().unwrap_or_else(|_| usage());
+            gen_text(Path::new(&args[1]), bytes).expect("write test data");
+        }
+        Some("put") if args.len() >= 4 => put(&args[1], &args[2], &args[3..]).await,
+        _ => usage(),
+    }
+}
+
+async fn put(backend: &str, strategy: &str, rest: &[String]) {
+    let strategy = match strategy {
+        "hash-first" => PutStrategy::HashFirst,
+        "staging" => PutStrategy::Staging,
+        _ => usage(),
+    };
+    let restore = !rest.iter().any(|a| a == "--no-restore");
+    let files: Vec<PathBuf> = rest
+        .iter()
+        .filter(|a| !a.starts_with("--"))
+        .map(PathBuf::from)
+        .collect();
+    let mut _server = None;
+    let (url, mut opts, work) = match backend.split_once(':') {
+        Some(("file", dir)) => {
+            let dir = PathBuf::from(dir);
+            (
+                format!("file://{}/repo", dir.display()),
+                StoreOptions::default(),
+                dir,
+            )
+        }
+        Some(("s3", dir)) => {
+            let server = s3support::S3Server::start().await;
+            server.create_bucket("bench");
+            let opts = server.options();
+            _server = Some(server);
+            ("s3://bench/repo".to_string(), opts, PathBuf::from(dir))
+        }
+        _ => usage(),
+    };
+    opts.strategy = strategy;
+    std::fs::create_dir_all(&work).expect("work dir");
+    let repo = Repository::init(&url, &opts).await.expect("init");
+    for file in &files {
+        let name = file.file_name().map(|n| n.to_string_lossy().to_string());
+        let name = name.unwrap_or_default();
+        let t = Instant::now();
+        let out = repo.put_file(file).await.expect("put");
+        report(
+            "put",
+            &name,
+            out.size,
+            t,
+            &format!("stored={}", out.stored_size),
+        );
+        let t = Instant::now();
+        let again = repo.put_file(file).await.expect("put again");
+        assert!(!again.uploaded);
+        report("put-again(dedup)", &name, out.size, t, "");
+        if restore {
+            let dest = work.join(format!("{name}.restored"));
+            let t = Instant::now();
+            repo.get_to_file(&out.id, &dest).await.expect("restore");
+            report("restore", &name, out.size, t, "");
+            std::fs::remove_file(&dest).expect("remove restored copy");
+        }
+    }
+}
+
+fn report(step: &str, file: &str, bytes: u64, t: Instant, extra: &str) {
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "step={step} file={file} bytes={bytes} secs={secs:.2} MiB/s={:.0} {extra}",
+        bytes as f64 / MIB / secs
+    );
+}
