@@ -44,14 +44,29 @@ const BATCH_CHANGES: usize = 2000;
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
     pub node: String,
+    /// Roots of the pass: data directories, or any keyspace or table directory below one.
     pub data_dirs: Vec<PathBuf>,
     pub filter: TableFilter,
-    /// Name of the point recorded at the end; `None`: `backup-<UTC time>`.
-    pub point_name: Option<String>,
+    /// The point recorded at the end of the pass.
+    pub point: PointMode,
+    /// A root that no longer exists is an empty directory (its files' versions end),
+    /// rather than an error: for the daemon, when a table is dropped.
+    pub vanished_root_is_empty: bool,
     /// Blobs uploaded at once.
     pub parallel: usize,
     /// Delete `backups/` hard links once their content is durable.
     pub prune_incremental: bool,
+}
+
+/// Which point a pass records when it is done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PointMode {
+    /// `backup-<UTC time>`.
+    Automatic,
+    /// A name chosen by the operator (unique per node).
+    Named(String),
+    /// None: continuous backup records every change anyway.
+    None,
 }
 
 /// What a pass did.
@@ -141,26 +156,39 @@ pub async fn run(
         .into_iter()
         .map(|s| s.name)
         .collect();
-    let point_name = match &opts.point_name {
-        Some(name) if taken.contains(name) => {
+    let point_name = match &opts.point {
+        PointMode::Named(name) if taken.contains(name) => {
             return Err(BackupError::DuplicateName {
                 name: name.clone(),
                 node: node.to_string(),
             });
         }
-        Some(name) => name.clone(),
-        None => automatic_name(&taken),
+        PointMode::Named(name) => Some(name.clone()),
+        PointMode::Automatic => Some(automatic_name(&taken)),
+        PointMode::None => None,
     };
     mirror::upload_pending(repo, catalog, node).await?;
     let mut summary = BackupSummary::default();
     let mut recorder = Recorder::new(node);
     let (mut live_files, mut live_bytes) = (0u64, 0u64);
     for data_dir in &opts.data_dirs {
-        let root = std::fs::canonicalize(data_dir).map_err(|source| BackupError::DataDir {
-            path: data_dir.clone(),
-            source,
-        })?;
-        let scan = {
+        let root = match std::fs::canonicalize(data_dir) {
+            Ok(root) => root,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && opts.vanished_root_is_empty
+                    && data_dir.is_absolute() =>
+            {
+                data_dir.clone()
+            }
+            Err(source) => {
+                return Err(BackupError::DataDir {
+                    path: data_dir.clone(),
+                    source,
+                });
+            }
+        };
+        let scan = if root.exists() {
             let (dir, filter) = (root.clone(), opts.filter.clone());
             tokio::task::spawn_blocking(move || scan_data_dir(&dir, &filter))
                 .await
@@ -169,6 +197,8 @@ pub async fn run(
                     path: data_dir.clone(),
                     source: e.source,
                 })?
+        } else {
+            DataDirScan::default()
         };
         let open = catalog.open_versions_under(node, &root.to_string_lossy())?;
         let seen = backup_data_dir(
@@ -182,9 +212,12 @@ pub async fn run(
             &mut summary,
         )
         .await?;
-        // Everything that was open under this data directory and not seen now is gone.
+        // Everything open under this root, in the pass's scope, and not seen now is gone.
         let now = timespec::now();
-        for key in open.keys().filter(|k| !seen.contains(*k)) {
+        let gone = open
+            .keys()
+            .filter(|k| !seen.contains(*k) && opts.filter.includes(&k.keyspace, Some(&k.table)));
+        for key in gone {
             recorder.push(Change::End {
                 key: key.clone(),
                 at: now,
@@ -203,15 +236,17 @@ pub async fn run(
         summary.problems.extend(scan.problems.iter().cloned());
     }
     let point_time = timespec::now();
-    recorder.push(Change::Snapshot {
-        name: point_name.clone(),
-        time: point_time,
-        scope: scope_label(opts),
-        files: live_files,
-        bytes: live_bytes,
-    });
+    if let Some(name) = point_name {
+        recorder.push(Change::Snapshot {
+            name: name.clone(),
+            time: point_time,
+            scope: scope_label(opts),
+            files: live_files,
+            bytes: live_bytes,
+        });
+        summary.point = name;
+    }
     recorder.commit(repo, catalog).await?;
-    summary.point = point_name;
     summary.point_time = point_time;
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)

@@ -333,8 +333,8 @@ impl Catalog {
         tx.commit().map_err(sql)
     }
 
-    /// Every open version of `node` in data directories at or below `root`: what the
-    /// last pass over `root` saw live.
+    /// Every open version of `node` whose full path is at or below `root` (a data,
+    /// keyspace or table directory): what the last pass over `root` saw live.
     pub fn open_versions_under(
         &self,
         node: &str,
@@ -346,7 +346,9 @@ impl Catalog {
                 "SELECT f.data_dir, f.keyspace, f.table_name, f.table_id, f.rel_path, v.hash, v.size, v.mtime
                  FROM versions v JOIN files f ON f.id = v.file_id
                  WHERE v.valid_to IS NULL AND f.node = ?1
-                   AND (f.data_dir = ?2 OR substr(f.data_dir, 1, length(?2) + 1) = ?2 || '/')",
+                   AND substr(f.data_dir || '/' || f.keyspace || '/' || f.table_name
+                              || CASE f.table_id WHEN '' THEN '' ELSE '-' || f.table_id END
+                              || '/' || f.rel_path, 1, length(?2) + 1) = ?2 || '/'",
             )
             .map_err(self.err())?;
         let rows = stmt

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use tablesafe::backup::filter::TableFilter;
-use tablesafe::backup::{self, BackupOptions, BackupSummary, Progress};
+use tablesafe::backup::{self, BackupOptions, BackupSummary, PointMode, Progress};
 use tablesafe::timespec;
 
 use super::progress::Reporter;
@@ -46,7 +46,11 @@ pub fn run(
         node: settings.node.clone(),
         data_dirs,
         filter,
-        point_name: point,
+        point: match point {
+            Some(name) => PointMode::Named(name),
+            None => PointMode::Automatic,
+        },
+        vanished_root_is_empty: false,
         parallel: args.parallel.max(1),
         prune_incremental: args.prune_incremental,
     };
