@@ -18,7 +18,7 @@ pub struct Cli {
 }
 
 /// Flags accepted by every subcommand.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Clone)]
 pub struct GlobalArgs {
     /// Configuration file (TOML); flags and environment variables override it.
     #[arg(long, global = true, value_name = "FILE", env = "TABLESAFE_CONFIG")]
@@ -76,7 +76,7 @@ pub enum Command {
     /// Back up the data directories once: upload what is new, record everything.
     Backup(BackupArgs),
     /// Watch the data directories and back up continuously.
-    Daemon,
+    Daemon(DaemonArgs),
     /// Named points in time.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
@@ -87,7 +87,7 @@ pub enum Command {
     /// Check that every retained point can be restored.
     Verify,
     /// Show the daemon's backlog and last errors.
-    Status,
+    Status(StatusArgs),
     /// Maintain the local catalog.
     #[command(subcommand)]
     Catalog(CatalogCommand),
@@ -131,6 +131,40 @@ pub struct BackupArgs {
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub parallel: usize,
     /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DaemonArgs {
+    #[command(flatten)]
+    pub backup: BackupArgs,
+    /// Full rescan interval (catches anything inotify missed).
+    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    pub rescan_every: String,
+    /// Record a named point this often (e.g. 1h, 1d).
+    #[arg(long, value_name = "DURATION")]
+    pub snapshot_every: Option<String>,
+    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9431.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Where files are hard-linked while uploading (same filesystem as the data;
+    /// default: tablesafe-pins next to the first data directory).
+    #[arg(long, value_name = "DIR")]
+    pub pin_dir: Option<PathBuf>,
+    /// How long to let a running pass finish on SIGTERM/SIGINT.
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub shutdown_timeout: String,
+    /// Wait this long after an event for more before a pass.
+    #[arg(long, default_value = "1s", value_name = "DURATION")]
+    pub settle: String,
+    /// Print a systemd unit for the daemon and exit.
+    #[arg(long)]
+    pub print_systemd_unit: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
     #[arg(long)]
     pub json: bool,
 }

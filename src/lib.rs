@@ -10,8 +10,10 @@
 //!   snapshots, and the change batches mirrored to the repository.
 //! - [`backup`]: one backup pass: scan, upload what is new, record every change.
 //! - [`restore`]: point-in-time restore: plan from the catalog, verified parallel download.
+//! - [`metrics`]: the daemon's Prometheus endpoint.
 //! - [`progress`]: counters long-running commands update for progress reports.
 //! - [`timespec`]: times as operators write them.
+//! - [`watch`]: the daemon: inotify events and rescans driving scoped backup passes.
 //! - [`config`]: the TOML configuration file and how it merges with flags.
 //! - [`store`]: the repository and its content-addressed blob store (object storage,
 //!   BLAKE3 ids, framed zstd, multipart upload, verified restore).
@@ -20,7 +22,9 @@ pub mod backup;
 pub mod cassandra;
 pub mod catalog;
 pub mod config;
+pub mod metrics;
 pub mod progress;
 pub mod restore;
 pub mod store;
 pub mod timespec;
+pub mod watch;

@@ -65,21 +65,22 @@ pub fn parse_at(input: &str, now: Micros) -> Result<Micros, TimeSpecError> {
     Err(err())
 }
 
-/// Parses a duration like `90s`, `15m`, `2h`, `3d`, `1w` into microseconds.
+/// Parses a duration like `250ms`, `90s`, `15m`, `2h`, `3d`, `1w` into microseconds.
 pub fn parse_duration(s: &str) -> Option<Micros> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit())?;
     let (number, unit) = s.split_at(split);
     let n: i64 = number.parse().ok()?;
-    let seconds: i64 = match unit.trim() {
-        "s" | "sec" | "secs" | "second" | "seconds" => 1,
-        "m" | "min" | "mins" | "minute" | "minutes" => 60,
-        "h" | "hour" | "hours" => 3600,
-        "d" | "day" | "days" => 86_400,
-        "w" | "week" | "weeks" => 7 * 86_400,
+    let micros: i64 = match unit.trim() {
+        "ms" | "msec" | "millisecond" | "milliseconds" => 1_000,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1_000_000,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60_000_000,
+        "h" | "hour" | "hours" => 3_600_000_000,
+        "d" | "day" | "days" => 86_400_000_000,
+        "w" | "week" | "weeks" => 604_800_000_000,
         _ => return None,
     };
-    n.checked_mul(seconds)?.checked_mul(1_000_000)
+    n.checked_mul(micros)
 }
 
 /// RFC 3339 in UTC with second precision, e.g. `2026-11-22T08:30:00Z`.

@@ -17,6 +17,7 @@
 //! pass, or swept by gc) and committed batches not yet mirrored (uploaded next time).
 
 pub mod filter;
+pub mod pin;
 pub mod scan;
 
 use std::collections::{HashMap, HashSet};
@@ -35,6 +36,7 @@ pub use crate::progress::Progress;
 use crate::store::{BlobId, Repository, StoreError, hash_file};
 use crate::timespec::{self, Micros};
 use filter::TableFilter;
+use pin::Pins;
 use scan::{DataDirScan, FoundFile, scan_data_dir, stat_key};
 
 /// Changes committed (and mirrored) per batch.
@@ -52,6 +54,8 @@ pub struct BackupOptions {
     /// A root that no longer exists is an empty directory (its files' versions end),
     /// rather than an error: for the daemon, when a table is dropped.
     pub vanished_root_is_empty: bool,
+    /// Pin files in this directory (same filesystem as the data) while they are read.
+    pub pin_dir: Option<PathBuf>,
     /// Blobs uploaded at once.
     pub parallel: usize,
     /// Delete `backups/` hard links once their content is durable.
@@ -126,6 +130,7 @@ pub enum BackupError {
 /// A file whose content must be hashed, with the SSTable it belongs to.
 struct HashJob {
     file: FoundFile,
+    pins: Option<Arc<Pins>>,
     /// Data.db and Digest paths to check first, for the first new file of an SSTable.
     digest_check: Option<(PathBuf, PathBuf, DigestAlgorithm)>,
     sstable: usize,
@@ -133,10 +138,22 @@ struct HashJob {
 
 /// The outcome of hashing one file.
 enum Hashed {
-    Ok { file: FoundFile, id: Hash32 },
-    Corrupt { sstable: usize, detail: String },
-    Changed { file: FoundFile },
-    Vanished { file: FoundFile },
+    /// `file.path` is the pinned link when the file was pinned; `original` its real path.
+    Ok {
+        file: FoundFile,
+        id: Hash32,
+        original: Option<PathBuf>,
+    },
+    Corrupt {
+        sstable: usize,
+        detail: String,
+    },
+    Changed {
+        file: FoundFile,
+    },
+    Vanished {
+        file: FoundFile,
+    },
 }
 
 /// Runs one backup pass.
@@ -169,6 +186,19 @@ pub async fn run(
     };
     mirror::upload_pending(repo, catalog, node).await?;
     let mut summary = BackupSummary::default();
+    let pins = match &opts.pin_dir {
+        Some(dir) => match Pins::open(dir) {
+            Ok(p) => Some(Arc::new(p)),
+            Err(e) => {
+                summary.problems.push(format!(
+                    "cannot pin files in {}: {e}; reading files in place",
+                    dir.display()
+                ));
+                None
+            }
+        },
+        None => None,
+    };
     let mut recorder = Recorder::new(node);
     let (mut live_files, mut live_bytes) = (0u64, 0u64);
     for data_dir in &opts.data_dirs {
@@ -201,11 +231,11 @@ pub async fn run(
             DataDirScan::default()
         };
         let open = catalog.open_versions_under(node, &root.to_string_lossy())?;
-        let seen = backup_data_dir(
+        let (seen, pinned) = backup_data_dir(
             repo,
             catalog,
             opts,
-            &progress,
+            (&progress, &pins),
             &scan,
             &open,
             &mut recorder,
@@ -224,12 +254,15 @@ pub async fn run(
             });
             summary.versions_ended += 1;
         }
-        recorder.commit_if_full(repo, catalog).await?;
+        // Pins may go once the versions of their files are committed.
+        recorder.commit(repo, catalog).await?;
+        if let Some(pins) = &pins {
+            release_pins(pins, catalog, &pinned)?;
+        }
         let (files, bytes) = totals(&scan, &seen);
         live_files += files;
         live_bytes += bytes;
         if opts.prune_incremental {
-            recorder.commit(repo, catalog).await?;
             prune_incremental(&scan, &mut recorder, &mut summary);
         }
         summary.not_complete += scan.not_complete as u64;
@@ -295,12 +328,12 @@ async fn backup_data_dir(
     repo: &Repository,
     catalog: &mut Catalog,
     opts: &BackupOptions,
-    progress: &Progress,
+    (progress, pins): (&Progress, &Option<Arc<Pins>>),
     scan: &DataDirScan,
     open: &HashMap<FileKey, OpenVersion>,
     recorder: &mut Recorder,
     summary: &mut BackupSummary,
-) -> Result<HashSet<FileKey>, BackupError> {
+) -> Result<(HashSet<FileKey>, Vec<Pinned>), BackupError> {
     let mut seen = HashSet::new();
     let mut jobs = Vec::new();
     let mut verified: HashSet<usize> = HashSet::new();
@@ -338,6 +371,7 @@ async fn backup_data_dir(
                 });
                 jobs.push(HashJob {
                     file: file.clone(),
+                    pins: pins.clone(),
                     digest_check,
                     sstable: sstable.unwrap_or(usize::MAX),
                 });
@@ -362,6 +396,7 @@ async fn backup_data_dir(
     let mut corrupt_sstables = HashSet::new();
     let mut to_upload: HashMap<Hash32, Vec<FoundFile>> = HashMap::new();
     let mut stats = Vec::new();
+    let mut pinned = Vec::new();
     for h in hashed {
         match h {
             Hashed::Corrupt { sstable, detail } => {
@@ -385,10 +420,18 @@ async fn backup_data_dir(
                     file.path.display()
                 ));
             }
-            Hashed::Ok { file, id } => {
+            Hashed::Ok { file, id, original } => {
                 summary.files_hashed += 1;
                 summary.bytes_read += file.size();
                 stats.push((file.stat, id));
+                if let Some(original) = original {
+                    pinned.push(Pinned {
+                        pinned: file.path.clone(),
+                        original,
+                        stat: file.stat,
+                        id,
+                    });
+                }
                 to_upload.entry(id).or_default().push(file);
             }
         }
@@ -465,7 +508,36 @@ async fn backup_data_dir(
         }
     }
     catalog.remember_stats(&stats)?;
-    Ok(seen)
+    Ok((seen, pinned))
+}
+
+/// A file read through a pin.
+struct Pinned {
+    pinned: PathBuf,
+    original: PathBuf,
+    stat: crate::catalog::StatKey,
+    id: Hash32,
+}
+
+/// Removes pins. Linking and unlinking changed the inode's ctime (and nothing else): the
+/// stat cache learns the new ctime so the next pass does not read the file again.
+fn release_pins(pins: &Pins, catalog: &mut Catalog, pinned: &[Pinned]) -> Result<(), BackupError> {
+    let mut learned = Vec::new();
+    for p in pinned {
+        pins.release(&p.pinned);
+        if let Ok(meta) = std::fs::symlink_metadata(&p.original) {
+            let now = stat_key(&meta);
+            let same = now.dev == p.stat.dev
+                && now.ino == p.stat.ino
+                && now.size == p.stat.size
+                && now.mtime_ns == p.stat.mtime_ns;
+            if same && now != p.stat {
+                learned.push((now, p.id));
+            }
+        }
+    }
+    catalog.remember_stats(&learned)?;
+    Ok(())
 }
 
 /// Index of the SSTable a file belongs to (usize::MAX for snapshot metadata).
@@ -529,7 +601,7 @@ fn source_vanished(e: &StoreError) -> bool {
 }
 
 /// Blocking: digest check (if asked), hash, and a stat check that nothing changed.
-fn hash_job(job: HashJob) -> Hashed {
+fn hash_job(mut job: HashJob) -> Hashed {
     if let Some((data, digest, algorithm)) = &job.digest_check
         && let Err(e) = verify_file(data, digest, *algorithm)
     {
@@ -545,19 +617,58 @@ fn hash_job(job: HashJob) -> Hashed {
             },
         };
     }
+    // Pin first: from here on a compaction deleting the original cannot take the file.
+    let mut original = None;
+    if let Some(pins) = &job.pins {
+        match pins.pin(&job.file.path) {
+            Ok(Some(pinned)) => match std::fs::symlink_metadata(&pinned) {
+                Ok(meta) => {
+                    // Same inode: only the ctime moved (the link count changed).
+                    let now = stat_key(&meta);
+                    if now.ino != job.file.stat.ino || now.mtime_ns != job.file.stat.mtime_ns {
+                        pins.release(&pinned);
+                        return Hashed::Changed { file: job.file };
+                    }
+                    job.file.stat = now;
+                    original = Some(std::mem::replace(&mut job.file.path, pinned));
+                }
+                Err(_) => pins.release(&pinned),
+            },
+            Ok(None) => {}
+            Err(_) => return Hashed::Vanished { file: job.file },
+        }
+    }
+    let release = |file: &FoundFile| {
+        if let (Some(pins), Some(_)) = (&job.pins, &original) {
+            pins.release(&file.path);
+        }
+    };
     let id = match hash_file(&job.file.path) {
         Ok((id, _)) => id,
-        Err(e) if source_vanished(&e) => return Hashed::Vanished { file: job.file },
-        Err(_) => return Hashed::Changed { file: job.file },
+        Err(e) if source_vanished(&e) => {
+            release(&job.file);
+            return Hashed::Vanished { file: job.file };
+        }
+        Err(_) => {
+            release(&job.file);
+            return Hashed::Changed { file: job.file };
+        }
     };
     // The stat cache may only vouch for content read from exactly this inode state.
     match std::fs::symlink_metadata(&job.file.path) {
         Ok(meta) if stat_key(&meta) == job.file.stat => Hashed::Ok {
             id: *BlobId::as_bytes(&id),
             file: job.file,
+            original,
         },
-        Ok(_) => Hashed::Changed { file: job.file },
-        Err(_) => Hashed::Vanished { file: job.file },
+        Ok(_) => {
+            release(&job.file);
+            Hashed::Changed { file: job.file }
+        }
+        Err(_) => {
+            release(&job.file);
+            Hashed::Vanished { file: job.file }
+        }
     }
 }
 

@@ -477,6 +477,90 @@ impl Catalog {
     }
 }
 
+impl Catalog {
+    /// Adds directories to the node's work queue (keeping the earliest time of each).
+    pub fn add_dirty(
+        &mut self,
+        node: &str,
+        paths: &[String],
+        since: Micros,
+    ) -> Result<(), CatalogError> {
+        let path = self.path.clone();
+        let sql = |source| sqlite_error(&path, source);
+        let tx = self.conn.transaction().map_err(sql)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO dirty_roots (node, path, since) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(sql)?;
+            for p in paths {
+                stmt.execute(params![node, p, since]).map_err(sql)?;
+            }
+        }
+        tx.commit().map_err(sql)
+    }
+
+    /// The node's work queue: (directory, time it was first marked), oldest first.
+    pub fn dirty_roots(&self, node: &str) -> Result<Vec<(String, Micros)>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT path, since FROM dirty_roots WHERE node = ?1 ORDER BY since, path")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([node], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+
+    /// Removes directories from the work queue once a pass that started after they were
+    /// marked has covered them (a newer mark stays).
+    pub fn clear_dirty(
+        &mut self,
+        node: &str,
+        paths: &[String],
+        pass_started: Micros,
+    ) -> Result<(), CatalogError> {
+        let path = self.path.clone();
+        let sql = |source| sqlite_error(&path, source);
+        let tx = self.conn.transaction().map_err(sql)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "DELETE FROM dirty_roots WHERE node = ?1 AND path = ?2 AND since <= ?3",
+                )
+                .map_err(sql)?;
+            for p in paths {
+                stmt.execute(params![node, p, pass_started]).map_err(sql)?;
+            }
+        }
+        tx.commit().map_err(sql)
+    }
+
+    /// Stores the daemon's status document (JSON) for `tablesafe status`.
+    pub fn write_status(&mut self, node: &str, body: &str) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO daemon_status (node, body) VALUES (?1, ?2)",
+                params![node, body],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    /// The daemon's last status document, if a daemon ever ran for this node.
+    pub fn read_status(&self, node: &str) -> Result<Option<String>, CatalogError> {
+        self.conn
+            .query_row(
+                "SELECT body FROM daemon_status WHERE node = ?1",
+                [node],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())
+    }
+}
+
 /// Turns SQLite's "not a database" and "malformed" into the catalog's own clear error.
 fn sqlite_error(path: &Path, e: rusqlite::Error) -> CatalogError {
     match e.sqlite_error_code() {

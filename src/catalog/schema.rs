@@ -101,6 +101,23 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (node, seq)
     ) WITHOUT ROWID;
     ",
+    // 2: the daemon's work queue and status (local only).
+    "
+    -- Directories an event said to look at, kept until a pass over them succeeded, so a
+    -- restarted daemon resumes where it stopped.
+    CREATE TABLE dirty_roots (
+        node  TEXT NOT NULL,
+        path  TEXT NOT NULL,
+        since INTEGER NOT NULL,
+        PRIMARY KEY (node, path)
+    ) WITHOUT ROWID;
+
+    -- What `tablesafe status` shows; written by the daemon every few seconds.
+    CREATE TABLE daemon_status (
+        node TEXT PRIMARY KEY,
+        body TEXT NOT NULL
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build writes.

@@ -51,6 +51,7 @@ pub fn run(
             None => PointMode::Automatic,
         },
         vanished_root_is_empty: false,
+        pin_dir: None,
         parallel: args.parallel.max(1),
         prune_incremental: args.prune_incremental,
     };

@@ -3,12 +3,14 @@
 
 mod backup;
 mod catalog;
+mod daemon;
 mod init;
 mod inspect;
 mod progress;
 mod repo;
 mod restore;
 mod snapshot;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,6 +69,8 @@ pub struct Settings {
     pub include: Vec<String>,
     pub exclude: Vec<String>,
     pub store: StoreOptions,
+    /// The flags these settings came from, to re-read the config file on SIGHUP.
+    pub global: GlobalArgs,
 }
 
 /// Where Cassandra keeps its data unless cassandra.yaml says otherwise.
@@ -133,6 +137,7 @@ impl Settings {
             ..StoreOptions::default()
         };
         Ok(Settings {
+            global: global.clone(),
             include: config.include.unwrap_or_default(),
             exclude: config.exclude.unwrap_or_default(),
             store,
@@ -160,8 +165,8 @@ pub fn run(command: Command, settings: &Settings) -> Result<ExitCode, Failure> {
         Command::Snapshot(SnapshotCommand::Show(args)) => snapshot::show(&args, settings),
         Command::Catalog(CatalogCommand::Rebuild(args)) => catalog::rebuild(&args, settings),
         Command::Restore(args) => restore::run(&args, settings),
-        Command::Daemon => not_built("daemon", 6),
-        Command::Status => not_built("status", 6),
+        Command::Daemon(args) => daemon::run(&args, settings),
+        Command::Status(args) => status::run(&args, settings),
         Command::Gc => not_built("gc", 7),
         Command::Verify => not_built("verify", 7),
     }
