@@ -56,6 +56,10 @@ pub struct GlobalArgs {
     /// S3 server-side encryption: aes256 (SSE-S3) or aws:kms (SSE-KMS).
     #[arg(long, global = true, value_name = "MODE")]
     pub s3_sse: Option<String>,
+    /// Give up on a failing storage request after this long (default 3m); the daemon
+    /// retries the whole pass later anyway.
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub retry_timeout: Option<String>,
     /// KMS key id or ARN for --s3-sse aws:kms.
     #[arg(long, global = true, value_name = "KEY")]
     pub s3_sse_kms_key_id: Option<String>,

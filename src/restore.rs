@@ -594,25 +594,37 @@ async fn restore_blob(
     }
     out.downloaded += 1;
     progress.add_done(first.version.size);
+    // Files placed so far with this content: (path, mtime, in snapshots/ or backups/).
+    let mut placed: Vec<(&Path, Micros, bool)> = vec![(
+        first_dest.as_path(),
+        first.version.mtime,
+        is_link_location(&first.version.key.rel_path),
+    )];
     for (f, dest) in rest {
-        // Cassandra's own hard links (snapshots/, backups/) are restored as hard links;
-        // two live files with equal bytes were separate files on the node and stay so,
-        // since Cassandra appends to a live TOC.txt in place.
-        let was_link = is_link_location(&first.version.key.rel_path)
-            || is_link_location(&f.version.key.rel_path);
-        let placed = (|| {
+        // Cassandra's own hard links (snapshots/, backups/) are restored as hard links: same
+        // content and same mtime mean the same inode on the node. Anything else was a
+        // separate file and stays one (Cassandra appends to a live TOC.txt in place).
+        let in_link_location = is_link_location(&f.version.key.rel_path);
+        let link_to = placed
+            .iter()
+            .find(|(_, mtime, linked)| *mtime == f.version.mtime && (*linked || in_link_location))
+            .map(|(p, _, _)| *p);
+        let result = (|| {
             let _ = fs::remove_file(dest);
-            if was_link && fs::hard_link(first_dest, dest).is_ok() {
+            if let Some(source) = link_to
+                && fs::hard_link(source, dest).is_ok()
+            {
                 return Ok(true);
             }
             fs::copy(first_dest, dest)?;
             set_mtime(dest, f.version.mtime).map(|_| false)
         })();
-        match placed {
+        match result {
             Ok(true) => out.linked += 1,
             Ok(false) => out.copied += 1,
             Err(e) => out.failed.push(describe(f, &e)),
         }
+        placed.push((dest.as_path(), f.version.mtime, in_link_location));
         progress.add_done(f.version.size);
     }
     out

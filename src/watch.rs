@@ -32,6 +32,9 @@ use crate::progress::Progress;
 use crate::store::{Repository, StoreError};
 use crate::timespec::{self, Micros};
 
+/// How often an idle daemon rewrites its status.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
 /// How the daemon runs.
 #[derive(Debug, Clone)]
 pub struct DaemonOptions {
@@ -331,18 +334,25 @@ pub async fn run(
         if stopping {
             break;
         }
-        let wake = [Some(next_rescan), next_snapshot, retry_at]
+        // Wake at least every HEARTBEAT to refresh the status `tablesafe status` reads.
+        let heartbeat = Instant::now() + HEARTBEAT;
+        let wake = [Some(next_rescan), next_snapshot, retry_at, Some(heartbeat)]
             .into_iter()
             .flatten()
             .min()
-            .unwrap_or(next_rescan);
+            .unwrap_or(heartbeat);
         tokio::select! {
             n = notices.recv() => {
                 let mut marked = BTreeSet::new();
                 let mut all = false;
                 let mut take = |n: Option<Notice>| match n {
                     Some(Notice::Dirty(p)) => { marked.insert(p); }
-                    Some(Notice::RescanAll) | None => all = true,
+                    Some(Notice::RescanAll) | None => {
+                        if !all {
+                            tracing::warn!("inotify lost events (queue overflow): rescanning every data directory");
+                        }
+                        all = true;
+                    }
                 };
                 take(n);
                 // Let a burst of events (a flush writes ~8 files) settle into one pass.

@@ -121,7 +121,20 @@ impl Settings {
                 }
             }),
         };
+        let mut retry = tablesafe::store::RetryOptions::default();
+        if let Some(text) = &global.retry_timeout {
+            let micros = tablesafe::timespec::parse_duration(text)
+                .filter(|d| *d > 0)
+                .ok_or_else(|| {
+                    Failure::Usage(format!(
+                        "--retry-timeout {text:?} is not a duration: use e.g. 10s, 3m"
+                    ))
+                })?;
+            retry.retry_timeout = std::time::Duration::from_micros(micros as u64);
+            retry.max_backoff = retry.max_backoff.min(retry.retry_timeout);
+        }
         let store = StoreOptions {
+            retry,
             s3: S3Options {
                 endpoint: global.s3_endpoint.clone().or(s3.endpoint),
                 region: global.s3_region.clone().or(s3.region),

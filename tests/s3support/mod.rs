@@ -58,34 +58,33 @@ impl S3Server {
     /// Starts a server with an empty root directory.
     pub async fn start() -> S3Server {
         let root = tempfile::tempdir().expect("tempdir");
-        let fs = s3s_fs::FileSystem::new(root.path()).expect("s3s-fs root");
-        let mut b = S3ServiceBuilder::new(fs);
-        b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
-        b.set_access(BucketMustExist {
-            root: root.path().to_path_buf(),
-        });
-        let service = b.build();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let task = tokio::spawn(async move {
-            let http = ConnBuilder::new(TokioExecutor::new());
-            loop {
-                let Ok((socket, _)) = listener.accept().await else {
-                    continue;
-                };
-                let conn = http
-                    .serve_connection(TokioIo::new(socket), service.clone())
-                    .into_owned();
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-            }
-        });
+        let task = serve(root.path(), listener);
         S3Server {
             endpoint: format!("http://{addr}"),
             root,
             task,
         }
+    }
+
+    /// Stops serving: connections are refused, as when the storage goes away.
+    pub fn stop(&mut self) {
+        self.task.abort();
+    }
+
+    /// Serves again on the same port, with the same objects.
+    pub async fn restart(&mut self) {
+        self.task.abort();
+        let addr = self.endpoint.trim_start_matches("http://").to_string();
+        let listener = loop {
+            match TcpListener::bind(&addr).await {
+                Ok(l) => break l,
+                // The aborted listener may take a moment to release the port.
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        self.task = serve(self.root.path(), listener);
     }
 
     /// Creates a bucket (a directory under the root).
@@ -106,6 +105,35 @@ impl S3Server {
     pub fn root(&self) -> &Path {
         self.root.path()
     }
+}
+
+/// Serves s3s-fs over `root` on `listener` in a task.
+fn serve(root: &Path, listener: TcpListener) -> tokio::task::JoinHandle<()> {
+    let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs root");
+    let mut b = S3ServiceBuilder::new(fs);
+    b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+    b.set_access(BucketMustExist {
+        root: root.to_path_buf(),
+    });
+    let service = b.build();
+    tokio::spawn(async move {
+        let http = ConnBuilder::new(TokioExecutor::new());
+        // Connections live in this task's JoinSet: aborting the server drops them all,
+        // so a stopped server really is unreachable, keep-alive or not.
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                continue;
+            };
+            let conn = http
+                .serve_connection(TokioIo::new(socket), service.clone())
+                .into_owned();
+            connections.spawn(async move {
+                let _ = conn.await;
+            });
+            while connections.try_join_next().is_some() {}
+        }
+    })
 }
 
 impl Drop for S3Server {

@@ -1,0 +1,515 @@
+//! `tablesafe daemon` end to end: the real binary watching a data directory that the
+//! lifecycle helper changes the way Cassandra does, then `restore --at` every step.
+
+mod s3support;
+mod support;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::lifecycle::{Expected, FixtureFormat, Gen, Node, TableDir};
+use tablesafe::catalog::{Batch, Catalog, Change};
+use tablesafe::timespec;
+use tablesafe::watch::DaemonStatus;
+
+const NODE: &str = "n1";
+
+/// One test's repository, catalog and data directory.
+struct Setup {
+    tmp: tempfile::TempDir,
+    repo: String,
+    extra: Vec<String>,
+    envs: Vec<(String, String)>,
+}
+
+impl Setup {
+    fn file() -> Setup {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = format!("file://{}", tmp.path().join("repo").display());
+        Setup {
+            tmp,
+            repo,
+            extra: vec![],
+            envs: vec![],
+        }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.tmp.path().join("data")
+    }
+
+    fn catalog(&self) -> PathBuf {
+        self.tmp.path().join("catalog.db")
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_tablesafe"));
+        c.arg("--repo").arg(&self.repo);
+        c.arg("--catalog").arg(self.catalog());
+        c.args(["--node", NODE]);
+        c.args(&self.extra);
+        for (k, v) in &self.envs {
+            c.env(k, v);
+        }
+        c.env_remove("TABLESAFE_CONFIG");
+        c
+    }
+
+    fn start_daemon(&self, log: &str) -> Child {
+        let log = fs::File::create(self.tmp.path().join(log)).unwrap();
+        self.command()
+            .args([
+                "-v",
+                "daemon",
+                "--init",
+                "--settle",
+                "100ms",
+                "--rescan-every",
+                "10m",
+            ])
+            .arg("--data-dir")
+            .arg(self.data())
+            .arg("--pin-dir")
+            .arg(self.tmp.path().join("pins"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    fn log(&self, name: &str) -> String {
+        fs::read_to_string(self.tmp.path().join(name)).unwrap_or_default()
+    }
+
+    fn status(&self) -> Option<DaemonStatus> {
+        let catalog = Catalog::open(&self.catalog()).ok()?;
+        let body = catalog.read_status(NODE).ok()??;
+        serde_json::from_str(&body).ok()
+    }
+
+    /// Waits until the daemon has written a status after `since` with nothing queued.
+    fn wait_idle(&self, since: i64, daemon: &mut Child) -> DaemonStatus {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut last = None;
+        while Instant::now() < deadline {
+            assert!(daemon.try_wait().unwrap().is_none(), "the daemon exited");
+            if let Some(s) = self.status() {
+                if s.updated > since + 250_000
+                    && s.queued_dirs == 0
+                    && s.pending_files == 0
+                    && s.state == "running"
+                {
+                    return s;
+                }
+                last = Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("daemon never became idle; last status {last:?}");
+    }
+
+    fn live_now(&self) -> BTreeMap<String, String> {
+        let catalog = Catalog::open(&self.catalog()).unwrap();
+        catalog
+            .live_at(NODE, timespec::now())
+            .unwrap()
+            .into_iter()
+            .map(|v| (v.key.data_relative_path(), hex::encode(v.hash)))
+            .collect()
+    }
+}
+
+fn stop(daemon: &mut Child) {
+    let pid = daemon.id() as i32;
+    // SAFETY: sending a signal to our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let status = daemon.wait().unwrap();
+    assert!(
+        status.success(),
+        "daemon exit status after SIGTERM: {status}"
+    );
+}
+
+/// The files of complete SSTables (and snapshot metadata) of `tables`, as restore should
+/// recreate them: path below the data dir → (BLAKE3, mtime in µs).
+fn expected_tree(node_data: &Path, tables: &[&TableDir]) -> BTreeMap<String, (String, i64)> {
+    let mut out = BTreeMap::new();
+    for t in tables {
+        let e = t.expectation();
+        for (dir_rel, dir) in &e.dirs {
+            let dir_path = t.path().join(dir_rel);
+            let Ok(entries) = fs::read_dir(&dir_path) else {
+                continue;
+            };
+            let names: Vec<String> = entries
+                .flatten()
+                .filter(|e| e.file_type().unwrap().is_file())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            for name in names {
+                let complete = dir.sstables.iter().any(|(base, s)| {
+                    s.state == Expected::Complete && name.starts_with(&format!("{base}-"))
+                });
+                if complete || dir.other_files.contains(&name) {
+                    let path = dir_path.join(&name);
+                    let rel = path
+                        .strip_prefix(node_data)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned();
+                    out.insert(rel, file_print(&path));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn file_print(path: &Path) -> (String, i64) {
+    let bytes = fs::read(path).unwrap();
+    let meta = fs::metadata(path).unwrap();
+    (
+        blake3::hash(&bytes).to_hex().to_string(),
+        meta.mtime() * 1_000_000 + meta.mtime_nsec() / 1_000,
+    )
+}
+
+fn tree(root: &Path) -> BTreeMap<String, (String, i64)> {
+    let mut out = BTreeMap::new();
+    for entry in walkdir::WalkDir::new(root) {
+        let entry = entry.unwrap();
+        if entry.file_type().is_file() {
+            let rel = entry
+                .path()
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            out.insert(rel, file_print(entry.path()));
+        }
+    }
+    out
+}
+
+/// Every blob a repository log refers to exists (invariant 1, checked from the outside).
+fn check_logs_refer_to_existing_blobs(repo_dir: &Path) -> usize {
+    let mut checked = 0;
+    let logs = repo_dir.join("nodes").join(NODE).join("log");
+    for entry in fs::read_dir(&logs).unwrap() {
+        let batch = Batch::decode(&fs::read(entry.unwrap().path()).unwrap()).unwrap();
+        for change in &batch.changes {
+            let hash = match change {
+                Change::Blob { hash, .. } | Change::Start { hash, .. } => hash,
+                _ => continue,
+            };
+            let hex = hex::encode(hash);
+            let blob = repo_dir.join("blobs").join(&hex[..2]).join(&hex);
+            assert!(
+                blob.is_file(),
+                "batch {} refers to missing blob {hex}",
+                batch.seq
+            );
+            checked += 1;
+        }
+    }
+    checked
+}
+
+#[test]
+fn restore_at_every_step_of_a_storm_equals_the_directory() {
+    let s = Setup::file();
+    let mut node = Node::new(&s.data());
+    let mut t1 = node.create_table("ks", "t1", FixtureFormat::Nb);
+    let mut t2 = node.create_table("ks", "t2", FixtureFormat::Da);
+    let mut daemon = s.start_daemon("daemon.log");
+    s.wait_idle(timespec::now(), &mut daemon);
+
+    let mut points: Vec<(i64, i64, BTreeMap<String, (String, i64)>)> = Vec::new();
+    let mut lags = Vec::new();
+    let mut aborted = Vec::new();
+    for step in 0..10 {
+        let before = timespec::now();
+        let mut flushed: Option<(String, i64)> = None;
+        match step {
+            0 | 2 | 4 | 8 => {
+                let t = if step == 4 { &mut t2 } else { &mut t1 };
+                let op = t.flush();
+                let base = t.base_name(op.generation().unwrap());
+                op.run().unwrap();
+                let rel = format!(
+                    "{}/{}/{}-Data.db",
+                    t.keyspace(),
+                    t.path().file_name().unwrap().to_string_lossy(),
+                    base
+                );
+                flushed = Some((rel, timespec::now()));
+            }
+            1 => t2.flush().run().unwrap(),
+            3 => t1.snapshot("before-compaction").run().unwrap(),
+            5 => t1.compact(&[Gen::Seq(1), Gen::Seq(2)]).run().unwrap(),
+            6 => {
+                let live = t1.live_generations();
+                t1.rewrite_statistics(&live[0]).run().unwrap();
+            }
+            7 => {
+                let op = t2.aborted_write();
+                aborted.push(t2.base_name(op.generation().unwrap()));
+                op.run().unwrap();
+            }
+            _ => {
+                let live = t2.live_generations();
+                t2.incremental_backup(&live[0]).run().unwrap();
+            }
+        }
+        let after_op = timespec::now();
+        s.wait_idle(after_op, &mut daemon);
+        let at = timespec::now();
+        if let Some((rel, completed)) = flushed {
+            let catalog = Catalog::open(&s.catalog()).unwrap();
+            let v = catalog
+                .live_at(NODE, at)
+                .unwrap()
+                .into_iter()
+                .find(|v| v.key.data_relative_path() == rel)
+                .unwrap_or_else(|| panic!("{rel} not recorded"));
+            lags.push(v.valid_from - completed);
+        }
+        points.push((before, at, expected_tree(&s.data(), &[&t1, &t2])));
+    }
+    stop(&mut daemon);
+
+    lags.sort();
+    eprintln!(
+        "complete SSTable -> durable lag over {} flushes: median {} ms, worst {} ms",
+        lags.len(),
+        lags[lags.len() / 2] / 1000,
+        lags[lags.len() - 1] / 1000
+    );
+    for (i, (_, at, expected)) in points.iter().enumerate() {
+        let out = s.tmp.path().join(format!("restore-{i}"));
+        let result = s
+            .command()
+            .args([
+                "restore",
+                "--include-snapshots",
+                "--at",
+                &timespec::format_precise(*at),
+            ])
+            .arg("--to")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            result.status.success(),
+            "{}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        assert_eq!(&tree(&out), expected, "restore at step {i}");
+        // Just before the next operation started, the tree was this step's.
+        if let Some((next_before, _, _)) = points.get(i + 1) {
+            let out = s.tmp.path().join(format!("restore-{i}-later"));
+            let result = s
+                .command()
+                .args([
+                    "restore",
+                    "--include-snapshots",
+                    "--at",
+                    &timespec::format_precise(next_before - 1),
+                ])
+                .arg("--to")
+                .arg(&out)
+                .output()
+                .unwrap();
+            assert!(result.status.success());
+            assert_eq!(
+                &tree(&out),
+                expected,
+                "restore between step {i} and the next"
+            );
+        }
+    }
+    // No aborted SSTable was ever recorded, at any time.
+    let repo_dir = s.tmp.path().join("repo");
+    for entry in fs::read_dir(repo_dir.join("nodes").join(NODE).join("log")).unwrap() {
+        let batch = Batch::decode(&fs::read(entry.unwrap().path()).unwrap()).unwrap();
+        for c in &batch.changes {
+            if let Change::Start { key, .. } = c {
+                for base in &aborted {
+                    assert!(
+                        !key.rel_path.contains(base.as_str()),
+                        "aborted {base} was recorded"
+                    );
+                }
+            }
+        }
+    }
+    assert!(check_logs_refer_to_existing_blobs(&repo_dir) > 0);
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_nothing() {
+    let s = Setup::file();
+    let mut node = Node::new(&s.data());
+    let mut t = node.create_table("ks", "t", FixtureFormat::Nb);
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut daemon = s.start_daemon("daemon-0.log");
+    for round in 0..8 {
+        t.flush().run().unwrap();
+        t.flush().run().unwrap();
+        if round % 3 == 2 {
+            let live = t.live_generations();
+            t.compact(&live[..2]).run().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(next() % 400));
+        daemon.kill().unwrap();
+        daemon.wait().unwrap();
+        daemon = s.start_daemon(&format!("daemon-{}.log", round + 1));
+    }
+    s.wait_idle(timespec::now(), &mut daemon);
+    stop(&mut daemon);
+
+    let expected: BTreeMap<String, String> = expected_tree(&s.data(), &[&t])
+        .into_iter()
+        .map(|(k, (h, _))| (k, h))
+        .collect();
+    assert_eq!(s.live_now(), expected);
+    let repo_dir = s.tmp.path().join("repo");
+    assert!(check_logs_refer_to_existing_blobs(&repo_dir) > 0);
+    // Every version in the local catalog refers to an existing blob too.
+    for hash in s.live_now().values() {
+        assert!(repo_dir.join("blobs").join(&hash[..2]).join(hash).is_file());
+    }
+    // Pins of killed daemons were cleared by the next start; the last one removed its own.
+    let pins: Vec<_> = fs::read_dir(s.tmp.path().join("pins")).unwrap().collect();
+    assert!(pins.is_empty(), "{pins:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn storage_outage_keeps_the_daemon_running_and_the_backlog_drains() {
+    let mut server = s3support::S3Server::start().await;
+    server.create_bucket("backups");
+    let mut s = Setup::file();
+    s.repo = "s3://backups/cluster".into();
+    s.extra = vec![
+        "--s3-endpoint".into(),
+        server.endpoint.clone(),
+        "--s3-allow-http".into(),
+        "--s3-path-style".into(),
+        "--s3-region".into(),
+        "us-east-1".into(),
+        "--retry-timeout".into(),
+        "2s".into(),
+    ];
+    s.envs = vec![
+        ("AWS_ACCESS_KEY_ID".into(), s3support::ACCESS_KEY.into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), s3support::SECRET_KEY.into()),
+    ];
+    let mut node = Node::new(&s.data());
+    let mut t = node.create_table("ks", "t", FixtureFormat::Oa);
+    t.flush().run().unwrap();
+    let mut daemon = s.start_daemon("daemon.log");
+    s.wait_idle(timespec::now(), &mut daemon);
+
+    server.stop();
+    t.flush().run().unwrap();
+    t.flush().run().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = s.status().unwrap();
+        if st.errors > 0 && st.state == "retrying" {
+            assert!(st.queued_dirs > 0, "{st:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no error reported while storage is down: {st:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        daemon.try_wait().unwrap().is_none(),
+        "the daemon must keep running"
+    );
+    let log = s.log("daemon.log");
+    assert!(log.contains("backup pass failed"), "{log}");
+
+    server.restart().await;
+    s.wait_idle(timespec::now(), &mut daemon);
+    stop(&mut daemon);
+    let expected: BTreeMap<String, String> = expected_tree(&s.data(), &[&t])
+        .into_iter()
+        .map(|(k, (h, _))| (k, h))
+        .collect();
+    assert_eq!(s.live_now(), expected);
+    assert_eq!(expected.len(), 3 * 8, "three flushed SSTables");
+}
+
+/// Restores fs.inotify.max_queued_events when dropped.
+struct QueueLimit(String);
+
+impl Drop for QueueLimit {
+    fn drop(&mut self) {
+        let _ = fs::write("/proc/sys/fs/inotify/max_queued_events", &self.0);
+    }
+}
+
+#[test]
+fn an_inotify_queue_overflow_is_caught_by_a_rescan() {
+    let limit_file = "/proc/sys/fs/inotify/max_queued_events";
+    let old = fs::read_to_string(limit_file).unwrap();
+    let _restore = QueueLimit(old.trim().to_string());
+    fs::write(limit_file, "64").expect("this test needs root to lower the inotify queue limit");
+    let s = Setup::file();
+    let mut node = Node::new(&s.data());
+    // The tables exist (and are watched) before the daemon is stopped, so their files'
+    // events can only be lost, not replaced by a directory-creation event.
+    let mut first = node.create_table("ks", "first", FixtureFormat::Mc);
+    let mut tables: Vec<TableDir> = (0..20)
+        .map(|i| node.create_table("ks", &format!("t{i}"), FixtureFormat::Mc))
+        .collect();
+    let mut daemon = s.start_daemon("daemon.log");
+    s.wait_idle(timespec::now(), &mut daemon);
+    drop(_restore);
+
+    // Nobody reads events while the daemon is stopped: `first` alone fills the 64-event
+    // queue, and every event of the other tables is dropped by the kernel.
+    let pid = daemon.id() as i32;
+    // SAFETY: signals to our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    for _ in 0..10 {
+        first.flush().run().unwrap();
+    }
+    for t in &mut tables {
+        t.flush().run().unwrap();
+    }
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    std::thread::sleep(Duration::from_millis(500));
+    s.wait_idle(timespec::now(), &mut daemon);
+    stop(&mut daemon);
+
+    let log = s.log("daemon.log");
+    assert!(
+        log.contains("queue overflow"),
+        "the overflow was not noticed: {log}"
+    );
+    let mut all: Vec<&TableDir> = tables.iter().collect();
+    all.push(&first);
+    let expected: BTreeMap<String, String> = expected_tree(&s.data(), &all)
+        .into_iter()
+        .map(|(k, (h, _))| (k, h))
+        .collect();
+    assert_eq!(expected.len(), 30 * 8);
+    assert_eq!(s.live_now(), expected);
+}
