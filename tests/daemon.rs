@@ -18,6 +18,9 @@ use tablesafe::watch::DaemonStatus;
 
 const NODE: &str = "n1";
 
+/// Files below the data directory: relative path → (BLAKE3, mtime in µs).
+type Tree = BTreeMap<String, (String, i64)>;
+
 /// One test's repository, catalog and data directory.
 struct Setup {
     tmp: tempfile::TempDir,
@@ -138,7 +141,7 @@ fn stop(daemon: &mut Child) {
 
 /// The files of complete SSTables (and snapshot metadata) of `tables`, as restore should
 /// recreate them: path below the data dir → (BLAKE3, mtime in µs).
-fn expected_tree(node_data: &Path, tables: &[&TableDir]) -> BTreeMap<String, (String, i64)> {
+fn expected_tree(node_data: &Path, tables: &[&TableDir]) -> Tree {
     let mut out = BTreeMap::new();
     for t in tables {
         let e = t.expectation();
@@ -180,7 +183,7 @@ fn file_print(path: &Path) -> (String, i64) {
     )
 }
 
-fn tree(root: &Path) -> BTreeMap<String, (String, i64)> {
+fn tree(root: &Path) -> Tree {
     let mut out = BTreeMap::new();
     for entry in walkdir::WalkDir::new(root) {
         let entry = entry.unwrap();
@@ -230,7 +233,7 @@ fn restore_at_every_step_of_a_storm_equals_the_directory() {
     let mut daemon = s.start_daemon("daemon.log");
     s.wait_idle(timespec::now(), &mut daemon);
 
-    let mut points: Vec<(i64, i64, BTreeMap<String, (String, i64)>)> = Vec::new();
+    let mut points: Vec<(i64, i64, Tree)> = Vec::new();
     let mut lags = Vec::new();
     let mut aborted = Vec::new();
     for step in 0..10 {
