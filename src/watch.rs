@@ -160,21 +160,19 @@ pub async fn run(
     status: Arc<Mutex<DaemonStatus>>,
 ) -> Result<(), DaemonError> {
     let node = opts.backup.node.clone();
-    let canonical = |dirs: &[PathBuf]| -> Vec<PathBuf> {
-        dirs.iter()
-            .map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.clone()))
-            .collect()
-    };
-    let mut data_dirs = canonical(&opts.backup.data_dirs);
+    let mut data_dirs = canonical_dirs(&opts.backup.data_dirs);
+    // Shared with the event thread, so directories added by a reload map to roots too.
+    let watched = Arc::new(std::sync::RwLock::new(data_dirs.clone()));
     let (tx, mut notices) = mpsc::unbounded_channel();
     let mut watcher = {
-        let dirs = data_dirs.clone();
+        let dirs = watched.clone();
         let tx = tx.clone();
         notify::recommended_watcher(move |res: notify::Result<Event>| match res {
             Ok(event) if event.need_rescan() => {
                 let _ = tx.send(Notice::RescanAll);
             }
             Ok(event) if is_relevant(&event.kind) => {
+                let dirs = dirs.read().unwrap_or_else(|p| p.into_inner());
                 for p in &event.paths {
                     if let Some(root) = root_of(p, &dirs) {
                         let _ = tx.send(Notice::Dirty(root));
@@ -218,7 +216,18 @@ pub async fn run(
     let mut retry_at: Option<Instant> = None;
     let mut backoff = Duration::from_secs(1);
     let mut stopping = false;
+    let mut pending_reload: Option<Box<DaemonOptions>> = None;
     loop {
+        if let Some(new) = pending_reload.take() {
+            reload(
+                &mut opts,
+                (&mut data_dirs, &watched),
+                &mut watcher,
+                catalog,
+                &node,
+                *new,
+            )?;
+        }
         let queued = catalog.dirty_roots(&node)?;
         publish(catalog, &node, &status, &queued)?;
         let snapshot_due = next_snapshot.is_some_and(|t| Instant::now() >= t);
@@ -253,9 +262,8 @@ pub async fn run(
                                 stopping = true;
                                 deadline.get_or_insert(Instant::now() + opts.shutdown_timeout);
                             }
-                            Some(Control::Reload(new)) => {
-                                opts = *new;
-                            }
+                            // The pass holds the catalog: apply the reload after it.
+                            Some(Control::Reload(new)) => pending_reload = Some(new),
                         },
                         _ = tick.tick() => {
                             let (done, total, bytes_done, bytes_total) = progress.snapshot();
@@ -375,14 +383,7 @@ pub async fn run(
             c = control.recv() => match c {
                 Some(Control::Shutdown) | None => stopping = true,
                 Some(Control::Reload(new)) => {
-                    let dirs = canonical(&new.backup.data_dirs);
-                    for d in dirs.iter().filter(|d| !data_dirs.contains(d)) {
-                        watcher.watch(d, RecursiveMode::Recursive).map_err(|source| DaemonError::Watch { path: d.clone(), source })?;
-                        catalog.add_dirty(&node, &as_strings(std::slice::from_ref(d)), timespec::now())?;
-                    }
-                    data_dirs = dirs;
-                    opts = *new;
-                    tracing::info!("configuration reloaded");
+                    reload(&mut opts, (&mut data_dirs, &watched), &mut watcher, catalog, &node, *new)?;
                 }
             },
         }
@@ -395,6 +396,39 @@ pub async fn run(
     publish(catalog, &node, &status, &queued)?;
     drop(tx);
     Ok(())
+}
+
+/// Applies new options: watches data directories that were added (and queues a full pass
+/// over them); directories no longer configured are simply not passed over any more.
+fn reload(
+    opts: &mut DaemonOptions,
+    (data_dirs, watched): (&mut Vec<PathBuf>, &std::sync::RwLock<Vec<PathBuf>>),
+    watcher: &mut notify::RecommendedWatcher,
+    catalog: &mut Catalog,
+    node: &str,
+    new: DaemonOptions,
+) -> Result<(), DaemonError> {
+    let dirs = canonical_dirs(&new.backup.data_dirs);
+    for d in dirs.iter().filter(|d| !data_dirs.contains(d)) {
+        watcher
+            .watch(d, RecursiveMode::Recursive)
+            .map_err(|source| DaemonError::Watch {
+                path: d.clone(),
+                source,
+            })?;
+        catalog.add_dirty(node, &[d.to_string_lossy().into_owned()], timespec::now())?;
+    }
+    *watched.write().unwrap_or_else(|p| p.into_inner()) = dirs.clone();
+    *data_dirs = dirs;
+    *opts = new;
+    tracing::info!("configuration reloaded");
+    Ok(())
+}
+
+fn canonical_dirs(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    dirs.iter()
+        .map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.clone()))
+        .collect()
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {

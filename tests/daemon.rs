@@ -516,3 +516,110 @@ fn an_inotify_queue_overflow_is_caught_by_a_rescan() {
     assert_eq!(expected.len(), 30 * 8);
     assert_eq!(s.live_now(), expected);
 }
+
+#[test]
+fn status_metrics_sighup_reload_and_periodic_points() {
+    let s = Setup::file();
+    let config = s.tmp.path().join("tablesafe.toml");
+    fs::write(&config, "log_format = \"text\"\n").unwrap();
+    let mut node = Node::new(&s.data());
+    let mut kept = node.create_table("ks", "kept", FixtureFormat::Nb);
+    let mut skipped = node.create_table("ks", "skipped", FixtureFormat::Nb);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = fs::File::create(s.tmp.path().join("daemon.log")).unwrap();
+    let mut daemon = s
+        .command()
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "-v",
+            "daemon",
+            "--init",
+            "--settle",
+            "100ms",
+            "--snapshot-every",
+            "1s",
+        ])
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(s.data())
+        .arg("--pin-dir")
+        .arg(s.tmp.path().join("pins"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    s.wait_idle(timespec::now(), &mut daemon);
+
+    // SIGHUP: the config file now leaves ks.skipped out.
+    fs::write(
+        &config,
+        "log_format = \"text\"\nexclude = [\"ks.skipped\"]\n",
+    )
+    .unwrap();
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGHUP) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !s.log("daemon.log").contains("configuration reloaded") {
+        assert!(
+            Instant::now() < deadline,
+            "no reload: {}",
+            s.log("daemon.log")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    kept.flush().run().unwrap();
+    skipped.flush().run().unwrap();
+    s.wait_idle(timespec::now(), &mut daemon);
+    // Periodic points: at least two by now (one per second of activity).
+    std::thread::sleep(Duration::from_millis(2200));
+    s.wait_idle(timespec::now(), &mut daemon);
+
+    // The metrics endpoint answers in Prometheus text.
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(response.contains("\ntablesafe_up 1\n"), "{response}");
+    assert!(
+        response.contains("tablesafe_uploaded_files_total "),
+        "{response}"
+    );
+
+    // `tablesafe status` reads the daemon's status from the catalog.
+    let out = s.command().args(["status", "--json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st: DaemonStatus = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st.state, "running");
+    assert_eq!(st.pid, daemon.id());
+    assert!(st.passes >= 2 && st.files_uploaded > 0, "{st:?}");
+    stop(&mut daemon);
+    let out = s.command().arg("status").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("daemon:        stopped"), "{text}");
+
+    let live = s.live_now();
+    assert!(live.keys().any(|k| k.contains("/kept-")), "{live:?}");
+    assert!(
+        !live.keys().any(|k| k.contains("/skipped-")),
+        "excluded after reload: {live:?}"
+    );
+    let out = s
+        .command()
+        .args(["snapshot", "list", "--json"])
+        .output()
+        .unwrap();
+    let points: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(points.as_array().unwrap().len() >= 2, "{points}");
+}
