@@ -256,3 +256,18 @@ fn a_truncated_catalog_is_refused() {
     assert!(matches!(e, CatalogError::Corrupt { .. }), "{e}");
     assert!(e.to_string().contains("catalog rebuild"), "{e}");
 }
+
+#[test]
+fn processes_creating_the_same_catalog_at_once_do_not_collide() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let path = path.clone();
+            std::thread::spawn(move || Catalog::open(&path).map(|_| ()).map_err(|e| e.to_string()))
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap().unwrap();
+    }
+}

@@ -99,7 +99,15 @@ impl Setup {
         let deadline = Instant::now() + Duration::from_secs(90);
         let mut last = None;
         while Instant::now() < deadline {
-            assert!(daemon.try_wait().unwrap().is_none(), "the daemon exited");
+            if let Some(code) = daemon.try_wait().unwrap() {
+                let logs: Vec<String> = fs::read_dir(self.tmp.path())
+                    .unwrap()
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+                    .map(|e| fs::read_to_string(e.path()).unwrap_or_default())
+                    .collect();
+                panic!("the daemon exited ({code}): {}", logs.join("\n"));
+            }
             if let Some(s) = self.status() {
                 if s.updated > since + 250_000
                     && s.queued_dirs == 0

@@ -163,8 +163,20 @@ pub fn prepare(conn: &mut Connection, path: &Path) -> Result<(), CatalogError> {
     conn.busy_timeout(std::time::Duration::from_secs(30))
         .map_err(corrupt)?;
     if version < SCHEMA_VERSION {
-        let tx = conn.transaction().map_err(corrupt)?;
-        for sql in &MIGRATIONS[version as usize..] {
+        // Take the write lock first, then look again: another process (a daemon starting
+        // while `tablesafe status` runs) may have migrated in between.
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(corrupt)?;
+        let version: i64 = tx
+            .query_row("SELECT user_version FROM pragma_user_version", [], |r| {
+                r.get(0)
+            })
+            .map_err(corrupt)?;
+        for sql in MIGRATIONS
+            .get(version.max(0) as usize..)
+            .unwrap_or_default()
+        {
             tx.execute_batch(sql).map_err(corrupt)?;
         }
         tx.pragma_update(None, "application_id", APPLICATION_ID)
