@@ -92,7 +92,16 @@ fn main() {
     println!("| size | read loop MiB/s | mmap+rayon MiB/s | hash_file MiB/s |");
     println!("|---|---|---|---|");
     let dir = tempfile::tempdir().expect("tempdir");
-    for size in [64 * 1024, 256 * 1024, MIB, 4 * MIB, 16 * MIB, 64 * MIB] {
+    for size in [
+        64 * 1024,
+        256 * 1024,
+        512 * 1024,
+        MIB,
+        2 * MIB,
+        4 * MIB,
+        16 * MIB,
+        64 * MIB,
+    ] {
         let p = dir.path().join(format!("h{size}"));
         std::fs::write(&p, &noise[..size]).expect("write");
         let runs = (256 * MIB / size).clamp(3, 200);

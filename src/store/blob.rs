@@ -393,6 +393,15 @@ fn looks_incompressible(raw: &[u8], level: i32) -> bool {
 
 /// Compresses one frame, or keeps it raw when compression does not pay.
 pub fn encode_frame(raw: Vec<u8>, level: i32) -> EncodedFrame {
+    encode_frame_into(raw, Vec::new(), level)
+}
+
+/// [`encode_frame`] with the output buffer supplied by the caller (its capacity is
+/// grown as needed). The pipelines allocate every large buffer on their one reader
+/// thread so that glibc serves them all from one arena: buffers allocated on the rayon
+/// threads and freed elsewhere made each thread's arena keep its own high-water mark
+/// (measured: 130 MB peak RSS instead of 70 MB for a 1 GiB compressible file).
+pub(crate) fn encode_frame_into(raw: Vec<u8>, mut out: Vec<u8>, level: i32) -> EncodedFrame {
     let raw_len = raw.len() as u32;
     let raw_frame = |raw: Vec<u8>| EncodedFrame {
         entry: FrameEntry {
@@ -408,26 +417,43 @@ pub fn encode_frame(raw: Vec<u8>, level: i32) -> EncodedFrame {
     // Keep zstd only if it saves at least 1/32 of the frame: the output buffer is that
     // big and no bigger, so zstd itself fails ("destination too small") otherwise.
     let limit = raw.len() - raw.len() / 32 - 1;
-    let mut out = Vec::with_capacity(limit);
+    out.clear();
+    out.reserve_exact(limit);
     match with_compressor(level, |c| c.compress_to_buffer(&raw, &mut out)) {
-        Ok(n) if n > 0 && n < raw.len() => EncodedFrame {
-            entry: FrameEntry {
-                kind: FrameKind::Zstd,
-                raw_len,
-                stored_len: n as u32,
-            },
-            payload: Bytes::from(out),
-        },
+        Ok(n) if n > 0 && n < raw.len() => {
+            // The buffer was sized for the worst case: copy the frame out at its exact
+            // size, or every queued frame would pin ~frame_size bytes (a 4:1 frame
+            // would hold 4x its size in the upload queue).
+            let payload = Bytes::copy_from_slice(&out[..n]);
+            EncodedFrame {
+                entry: FrameEntry {
+                    kind: FrameKind::Zstd,
+                    raw_len,
+                    stored_len: n as u32,
+                },
+                payload,
+            }
+        }
         _ => raw_frame(raw),
     }
 }
 
 /// Decodes one frame's payload into its raw bytes.
 pub(crate) fn decode_frame(entry: FrameEntry, payload: Vec<u8>) -> Result<Vec<u8>, FormatError> {
+    decode_frame_into(entry, payload, Vec::new())
+}
+
+/// [`decode_frame`] into a caller-supplied buffer (see [`encode_frame_into`] for why).
+pub(crate) fn decode_frame_into(
+    entry: FrameEntry,
+    payload: Vec<u8>,
+    mut out: Vec<u8>,
+) -> Result<Vec<u8>, FormatError> {
     match entry.kind {
         FrameKind::Raw => Ok(payload),
         FrameKind::Zstd => {
-            let mut out = Vec::with_capacity(entry.raw_len as usize);
+            out.clear();
+            out.reserve_exact(entry.raw_len as usize);
             let n = DECOMPRESSOR
                 .with(|cell| {
                     let mut slot = cell.borrow_mut();

@@ -12,7 +12,7 @@
 //! `benches/pipeline.rs`, group `hash_file`: at 256 KiB the read loop is as fast, from
 //! 1 MiB up the parallel path wins by about the core count).
 //!
-//! Large files are mapped in windows of [`MMAP_WINDOW`] (64 MiB), one at a time, rather
+//! Large files are mapped in windows of [`MMAP_WINDOW`] (16 MiB), one at a time, rather
 //! than whole as `Hasher::update_mmap_rayon` does: a whole-file mapping makes every
 //! page of the file resident in the process while it is hashed, so the process's RSS
 //! grows to the file size (`b3sum` on a 4 GiB file: 4.2 GB max RSS; our windowed
@@ -35,7 +35,7 @@ use super::error::StoreError;
 pub const PARALLEL_THRESHOLD: u64 = 1024 * 1024;
 
 /// Bytes of a large file mapped at once while hashing.
-pub const MMAP_WINDOW: u64 = 64 * 1024 * 1024;
+pub const MMAP_WINDOW: u64 = 16 * 1024 * 1024;
 
 /// The id of a blob: BLAKE3 of its uncompressed bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -24,10 +24,10 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, Bytes};
 use futures::StreamExt;
-use object_store::ObjectStoreExt;
+use object_store::{GetResultPayload, ObjectStoreExt};
 use tokio::sync::mpsc;
 
-use super::blob::{BlobReader, FormatError, decode_frame};
+use super::blob::{BlobReader, FormatError, FrameKind, decode_frame_into};
 use super::error::StoreError;
 use super::hash::BlobId;
 use super::repo::{Repository, blob_key, join_err};
@@ -89,26 +89,41 @@ pub(crate) async fn read_blob_into<W: Write + Send + 'static>(
         }
         Err(e) => return Err(repo.classify(e)),
     };
-    let mut stream = got.into_stream();
-    let (tx, rx) = mpsc::channel(16);
-    let forwarder = tokio::spawn(async move {
-        while let Some(item) = stream.next().await {
-            let failed = item.is_err();
-            if tx.send(item).await.is_err() || failed {
-                break;
-            }
-        }
-    });
     let slot: TransportSlot = Arc::new(Mutex::new(None));
-    let reader = ChannelReader {
-        rx,
-        current: Bytes::new(),
-        transport_error: slot.clone(),
+    let mut forwarder = None;
+    let reader: Box<dyn Read + Send> = match got.payload {
+        // file:// — read the object file directly: object_store's stream over a local
+        // file hands out 8 KiB chunks, each from its own spawn_blocking call, which
+        // costs several CPU-seconds per GiB.
+        GetResultPayload::File(mut file, path) => {
+            use std::io::{Seek, SeekFrom};
+            file.seek(SeekFrom::Start(got.range.start))
+                .map_err(|source| StoreError::ReadFile { path, source })?;
+            Box::new(io::BufReader::with_capacity(1024 * 1024, file))
+        }
+        GetResultPayload::Stream(mut stream) => {
+            let (tx, rx) = mpsc::channel(16);
+            forwarder = Some(tokio::spawn(async move {
+                while let Some(item) = stream.next().await {
+                    let failed = item.is_err();
+                    if tx.send(item).await.is_err() || failed {
+                        break;
+                    }
+                }
+            }));
+            Box::new(ChannelReader {
+                rx,
+                current: Bytes::new(),
+                transport_error: slot.clone(),
+            })
+        }
     };
     let decoded = tokio::task::spawn_blocking(move || decode_stream(reader, writer))
         .await
         .map_err(join_err)?;
-    forwarder.abort();
+    if let Some(f) = forwarder {
+        f.abort();
+    }
     let transport = slot.lock().ok().and_then(|mut s| s.take());
     match decoded {
         Ok(v) => Ok(v),
@@ -128,8 +143,8 @@ pub(crate) async fn read_blob_into<W: Write + Send + 'static>(
     }
 }
 
-fn decode_stream<W: Write>(
-    reader: ChannelReader,
+fn decode_stream<R: Read, W: Write>(
+    reader: R,
     mut writer: W,
 ) -> Result<(W, BlobId, u64), DecodeFail> {
     let mut blob = BlobReader::new(reader).map_err(DecodeFail::Format)?;
@@ -149,9 +164,14 @@ fn decode_stream<W: Write>(
         Ok::<(), DecodeFail>(())
     };
     while let Some((entry, payload)) = blob.next_frame().map_err(DecodeFail::Format)? {
+        // Output buffers are allocated on this thread: see `blob::encode_frame_into`.
+        let out = match entry.kind {
+            FrameKind::Zstd => Vec::with_capacity(entry.raw_len as usize),
+            FrameKind::Raw => Vec::new(),
+        };
         let (ftx, frx) = std_mpsc::sync_channel(1);
         rayon::spawn(move || {
-            let _ = ftx.send(decode_frame(entry, payload));
+            let _ = ftx.send(decode_frame_into(entry, payload, out));
         });
         inflight.push_back(frx);
         while inflight.len() >= window {
