@@ -7,9 +7,10 @@
 //!                                          restore it (timed, unless --no-restore)
 //! ```
 //!
-//! BACKEND is `file:DIR` (repository in DIR, created) or `s3:DIR` (an s3s-fs server
-//! started in this process on 127.0.0.1, storing under DIR); STRATEGY is `hash-first`
-//! or `staging`. One line per file and step: `step=… file=… bytes=… secs=… MiB/s=…`.
+//! BACKEND is `file:DIR` (repository in DIR, created), `s3:DIR` (an s3s-fs server
+//! started in this process on 127.0.0.1; DIR holds restored copies) or
+//! `s3ext:ENDPOINT,DIR` (an S3 server running in another process, with the test keys of
+//! `tests/s3support` and a bucket `bench`); STRATEGY is `hash-first` or `staging`. One line per file and step: `step=… file=… bytes=… secs=… MiB/s=…`.
 
 #[path = "../tests/s3support/mod.rs"]
 mod s3support;
@@ -23,7 +24,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: store_bench gen-text PATH BYTES | store_bench put file:DIR|s3:DIR hash-first|staging [--no-restore] FILE..."
+        "usage: store_bench gen-text PATH BYTES | store_bench put file:DIR|s3:DIR|s3ext:ENDPOINT,DIR hash-first|staging [--no-restore] FILE..."
     );
     std::process::exit(2)
 }
@@ -77,6 +78,15 @@ async fn put(backend: &str, strategy: &str, rest: &[String]) {
                 StoreOptions::default(),
                 dir,
             )
+        }
+        Some(("s3ext", spec)) => {
+            // an S3 server already running elsewhere with the test keys and a bucket
+            // named `bench`: s3ext:ENDPOINT,DIR
+            let (endpoint, dir) = spec.rsplit_once(',').unwrap_or_else(|| usage());
+            let opts =
+                s3support::options_for(endpoint, s3support::ACCESS_KEY, s3support::SECRET_KEY);
+            let prefix = uuid::Uuid::new_v4();
+            (format!("s3://bench/{prefix}"), opts, PathBuf::from(dir))
         }
         Some(("s3", dir)) => {
             let server = s3support::S3Server::start().await;

@@ -288,3 +288,36 @@ async fn s3_objects_live_under_the_prefix_with_the_documented_layout() {
     assert_eq!(cfg["compression"]["algorithm"], "zstd");
     assert_eq!(cfg["id"].as_str().unwrap().len(), 36);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_server_side_encryption_headers_are_sent() {
+    use tablesafe::store::Sse;
+    let key = "arn:aws:kms:us-east-1:111122223333:key/test";
+    for (sse, want, want_key) in [
+        (Sse::S3, "AES256", None),
+        (
+            Sse::Kms { key_id: key.into() },
+            "aws:kms",
+            Some(key.to_string()),
+        ),
+    ] {
+        let f = fixture("s3", |o| {
+            o.s3.sse = Some(sse.clone());
+            o.part_size = 5 * MIB;
+        })
+        .await;
+        let work = tempfile::tempdir().unwrap();
+        let small = text(1000, 9);
+        round_trip(&f.repo, work.path(), "small", &small).await;
+        let big = noise(12 * MIB, 9);
+        round_trip(&f.repo, work.path(), "big", &big).await;
+        let seen = f._server.as_ref().unwrap().sse_seen.lock().unwrap().clone();
+        let ops: Vec<&str> = seen.iter().map(|(op, _, _)| op.as_str()).collect();
+        assert!(ops.contains(&"PutObject"), "{seen:?}");
+        assert!(ops.contains(&"CreateMultipartUpload"), "{seen:?}");
+        for (op, value, kms) in &seen {
+            assert_eq!(value, want, "{op}");
+            assert_eq!(kms, &want_key, "{op}");
+        }
+    }
+}
