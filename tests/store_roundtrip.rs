@@ -321,3 +321,36 @@ async fn s3_server_side_encryption_headers_are_sent() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frame_index_allows_ranged_reads() {
+    for kind in ["memory", "file", "s3"] {
+        let f = fixture(kind, |_| {}).await;
+        let work = tempfile::tempdir().unwrap();
+        let mut data = text(FRAME, 21);
+        data.extend_from_slice(&noise(FRAME, 22));
+        data.extend_from_slice(&text(12345, 23));
+        let p = write(work.path(), "x", &data);
+        let put = f.repo.put_file(&p).await.unwrap();
+        let index = f.repo.blob_index(&put.id).await.unwrap();
+        assert_eq!(index.frame_size as usize, FRAME);
+        assert_eq!(index.raw_size, data.len() as u64);
+        assert_eq!(index.frames.len(), 3);
+        let raw_offsets: Vec<u64> = index.frames.iter().map(|f| f.raw_offset).collect();
+        assert_eq!(raw_offsets, [0, FRAME as u64, 2 * FRAME as u64]);
+        for (n, range) in [
+            (0, 0..FRAME),
+            (1, FRAME..2 * FRAME),
+            (2, 2 * FRAME..data.len()),
+        ] {
+            let frame = f.repo.read_frame(&put.id, &index, n).await.unwrap();
+            assert!(frame == data[range], "{kind} frame {n}");
+        }
+        assert!(f.repo.read_frame(&put.id, &index, 3).await.is_err());
+        let empty = write(work.path(), "empty", b"");
+        let put = f.repo.put_file(&empty).await.unwrap();
+        let index = f.repo.blob_index(&put.id).await.unwrap();
+        assert!(index.frames.is_empty());
+        assert_eq!(index.raw_size, 0);
+    }
+}

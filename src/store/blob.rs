@@ -19,7 +19,8 @@
 //! - The per-frame headers let a reader decode the object as one sequential stream
 //!   (restore downloads it with a single GET and decodes frames in parallel as they
 //!   arrive). The index and footer let a reader find any frame without reading the rest
-//!   (two ranged GETs: the last 32 bytes, then the index), which partial and parallel
+//!   (ranged GETs: the last 32 bytes, then header and index; see
+//!   `Repository::blob_index` and `Repository::read_frame`), which partial and parallel
 //!   ranged downloads can use, and they make truncation detectable: a blob is complete
 //!   only when the end byte, an index equal to the frames read and a footer whose counts
 //!   match are all there.
@@ -194,6 +195,72 @@ pub fn parse_footer(b: &[u8]) -> Result<Footer, FormatError> {
         raw_size: u(8),
         end_offset: u(16),
     })
+}
+
+/// Where every frame of a blob is, from its header, index and footer alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobIndex {
+    /// Raw bytes per frame (every frame but the last has exactly this many).
+    pub frame_size: u32,
+    /// Raw size of the blob.
+    pub raw_size: u64,
+    /// The frames, in order.
+    pub frames: Vec<IndexedFrame>,
+}
+
+/// One frame's place in the blob object and in the raw data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexedFrame {
+    pub entry: FrameEntry,
+    /// Offset of the frame's payload in the object (its 9-byte header precedes it).
+    pub payload_offset: u64,
+    /// Offset of the frame's first raw byte in the file.
+    pub raw_offset: u64,
+}
+
+impl BlobIndex {
+    /// Builds the index from the 16-byte header, the index bytes and the parsed footer.
+    pub fn parse(header: &[u8], index: &[u8], footer: &Footer) -> Result<BlobIndex, FormatError> {
+        let reader = BlobReader::new(header)?;
+        let frame_size = reader.frame_size;
+        if index.len() as u64 != footer.frame_count.saturating_mul(FRAME_HEADER_LEN as u64) {
+            return Err(FormatError::Bad(
+                "index length does not match the frame count".into(),
+            ));
+        }
+        let mut frames = Vec::with_capacity(index.len() / FRAME_HEADER_LEN);
+        let (mut offset, mut raw_offset) = (HEADER_LEN as u64, 0u64);
+        for chunk in index.chunks_exact(FRAME_HEADER_LEN) {
+            let mut h = [0u8; FRAME_HEADER_LEN];
+            h.copy_from_slice(chunk);
+            let entry = FrameEntry::parse(&h, frame_size)?;
+            frames.push(IndexedFrame {
+                entry,
+                payload_offset: offset + FRAME_HEADER_LEN as u64,
+                raw_offset,
+            });
+            offset += (FRAME_HEADER_LEN as u64) + u64::from(entry.stored_len);
+            raw_offset += u64::from(entry.raw_len);
+        }
+        if offset != footer.end_offset || raw_offset != footer.raw_size {
+            return Err(FormatError::Bad(
+                "index does not add up to the footer".into(),
+            ));
+        }
+        Ok(BlobIndex {
+            frame_size,
+            raw_size: raw_offset,
+            frames,
+        })
+    }
+}
+
+/// Decodes one frame's payload (as fetched with a ranged read) into its raw bytes.
+pub fn decode_payload(entry: FrameEntry, payload: Vec<u8>) -> Result<Vec<u8>, FormatError> {
+    if payload.len() != entry.stored_len as usize {
+        return Err(FormatError::Truncated);
+    }
+    decode_frame(entry, payload)
 }
 
 /// What is wrong with a blob's bytes.

@@ -27,7 +27,10 @@ use futures::StreamExt;
 use object_store::{GetResultPayload, ObjectStoreExt};
 use tokio::sync::mpsc;
 
-use super::blob::{BlobReader, FormatError, FrameKind, decode_frame_into};
+use super::blob::{
+    BlobIndex, BlobReader, FOOTER_LEN, FormatError, FrameKind, HEADER_LEN, decode_frame_into,
+    decode_payload, parse_footer,
+};
 use super::error::StoreError;
 use super::hash::BlobId;
 use super::repo::{Repository, blob_key, join_err};
@@ -271,4 +274,92 @@ pub(crate) async fn verify(repo: &Repository, id: &BlobId) -> Result<u64, StoreE
         });
     }
     Ok(size)
+}
+
+/// Reads a blob's frame index with ranged reads (HEAD, the footer, then header and
+/// index), without downloading any frame.
+pub(crate) async fn blob_index(repo: &Repository, id: &BlobId) -> Result<BlobIndex, StoreError> {
+    let key = blob_key(id);
+    let corrupt = |f: FormatError| StoreError::CorruptBlob {
+        id: *id,
+        reason: f.to_string(),
+    };
+    let not_found = |e: object_store::Error| match e {
+        object_store::Error::NotFound { .. } => match repo.classify(e) {
+            StoreError::Backend { .. } => StoreError::BlobNotFound {
+                id: *id,
+                url: repo.url_text().to_string(),
+            },
+            other => other,
+        },
+        e => repo.classify(e),
+    };
+    let size = repo.store().head(&key).await.map_err(not_found)?.size;
+    let min = (HEADER_LEN + 1 + FOOTER_LEN) as u64;
+    if size < min {
+        return Err(corrupt(FormatError::Truncated));
+    }
+    let footer = repo
+        .store()
+        .get_range(&key, size - FOOTER_LEN as u64..size)
+        .await
+        .map_err(not_found)?;
+    let footer = parse_footer(&footer).map_err(corrupt)?;
+    let index_start = footer.end_offset.saturating_add(1);
+    let index_end = size - FOOTER_LEN as u64;
+    if index_start > index_end || footer.end_offset < HEADER_LEN as u64 {
+        return Err(corrupt(FormatError::Bad(
+            "footer points outside the object".into(),
+        )));
+    }
+    if index_start == index_end {
+        // no frame: an empty blob (and an empty range is not a valid request)
+        let header = repo
+            .store()
+            .get_range(&key, 0..HEADER_LEN as u64)
+            .await
+            .map_err(not_found)?;
+        return BlobIndex::parse(&header, &[], &footer).map_err(corrupt);
+    }
+    let parts = repo
+        .store()
+        .get_ranges(&key, &[0..HEADER_LEN as u64, index_start..index_end])
+        .await
+        .map_err(not_found)?;
+    match parts.as_slice() {
+        [header, index] => BlobIndex::parse(header, index, &footer).map_err(corrupt),
+        _ => Err(StoreError::Internal(
+            "ranged read returned the wrong number of parts".into(),
+        )),
+    }
+}
+
+/// Reads and decodes frame `n` of a blob with one ranged read.
+pub(crate) async fn read_frame(
+    repo: &Repository,
+    id: &BlobId,
+    index: &BlobIndex,
+    n: usize,
+) -> Result<Vec<u8>, StoreError> {
+    let f = index.frames.get(n).ok_or_else(|| {
+        StoreError::InvalidOption(format!(
+            "blob {id} has {} frames, not {}",
+            index.frames.len(),
+            n + 1
+        ))
+    })?;
+    let range = f.payload_offset..f.payload_offset + u64::from(f.entry.stored_len);
+    let bytes = repo
+        .store()
+        .get_range(&blob_key(id), range)
+        .await
+        .map_err(|e| repo.classify(e))?;
+    let entry = f.entry;
+    tokio::task::spawn_blocking(move || decode_payload(entry, bytes.to_vec()))
+        .await
+        .map_err(join_err)?
+        .map_err(|e| StoreError::CorruptBlob {
+            id: *id,
+            reason: e.to_string(),
+        })
 }
