@@ -10,7 +10,7 @@ mod data;
 
 use std::time::{Duration, Instant};
 
-use tablesafe::store::blob::encode_to_vec;
+use tablesafe::store::blob::{encode_frame, encode_to_vec};
 use tablesafe::store::hash_file;
 
 const MIB: usize = 1024 * 1024;
@@ -80,6 +80,31 @@ fn main() {
             blob.len() as f64 / n as f64
         );
     }
+    println!(
+        "\n## per-frame encoder cost alone (encode_frame, 4 MiB frames, copy time subtracted)"
+    );
+    println!("| data | MiB/s | ratio |");
+    println!("|---|---|---|");
+    for (name, d) in [("text", &text), ("noise", &noise)] {
+        let frames: Vec<Vec<u8>> = d.chunks(4 * MIB).map(<[u8]>::to_vec).collect();
+        let (t_copy, _) = best_of(3, || {
+            frames
+                .iter()
+                .map(|f| std::hint::black_box(f.clone()).len())
+                .sum::<usize>()
+        });
+        let (t_enc, stored) = best_of(3, || {
+            frames
+                .iter()
+                .map(|f| encode_frame(f.clone(), 1).payload.len())
+                .sum::<usize>()
+        });
+        println!(
+            "| {name} | {:.0} | {:.4} |",
+            mbps(n, t_enc.saturating_sub(t_copy)),
+            stored as f64 / n as f64
+        );
+    }
     let (t, _) = best_of(3, || blake3::hash(&noise));
     println!(
         "\nfor scale: blake3::hash, one thread: {:.0} MiB/s",
@@ -92,7 +117,16 @@ fn main() {
     println!("| size | read loop MiB/s | mmap+rayon MiB/s | hash_file MiB/s |");
     println!("|---|---|---|---|");
     let dir = tempfile::tempdir().expect("tempdir");
-    for size in [64 * 1024, 256 * 1024, MIB, 4 * MIB, 16 * MIB, 64 * MIB] {
+    for size in [
+        64 * 1024,
+        256 * 1024,
+        512 * 1024,
+        MIB,
+        2 * MIB,
+        4 * MIB,
+        16 * MIB,
+        64 * MIB,
+    ] {
         let p = dir.path().join(format!("h{size}"));
         std::fs::write(&p, &noise[..size]).expect("write");
         let runs = (256 * MIB / size).clamp(3, 200);

@@ -288,3 +288,69 @@ async fn s3_objects_live_under_the_prefix_with_the_documented_layout() {
     assert_eq!(cfg["compression"]["algorithm"], "zstd");
     assert_eq!(cfg["id"].as_str().unwrap().len(), 36);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_server_side_encryption_headers_are_sent() {
+    use tablesafe::store::Sse;
+    let key = "arn:aws:kms:us-east-1:111122223333:key/test";
+    for (sse, want, want_key) in [
+        (Sse::S3, "AES256", None),
+        (
+            Sse::Kms { key_id: key.into() },
+            "aws:kms",
+            Some(key.to_string()),
+        ),
+    ] {
+        let f = fixture("s3", |o| {
+            o.s3.sse = Some(sse.clone());
+            o.part_size = 5 * MIB;
+        })
+        .await;
+        let work = tempfile::tempdir().unwrap();
+        let small = text(1000, 9);
+        round_trip(&f.repo, work.path(), "small", &small).await;
+        let big = noise(12 * MIB, 9);
+        round_trip(&f.repo, work.path(), "big", &big).await;
+        let seen = f._server.as_ref().unwrap().sse_seen.lock().unwrap().clone();
+        let ops: Vec<&str> = seen.iter().map(|(op, _, _)| op.as_str()).collect();
+        assert!(ops.contains(&"PutObject"), "{seen:?}");
+        assert!(ops.contains(&"CreateMultipartUpload"), "{seen:?}");
+        for (op, value, kms) in &seen {
+            assert_eq!(value, want, "{op}");
+            assert_eq!(kms, &want_key, "{op}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frame_index_allows_ranged_reads() {
+    for kind in ["memory", "file", "s3"] {
+        let f = fixture(kind, |_| {}).await;
+        let work = tempfile::tempdir().unwrap();
+        let mut data = text(FRAME, 21);
+        data.extend_from_slice(&noise(FRAME, 22));
+        data.extend_from_slice(&text(12345, 23));
+        let p = write(work.path(), "x", &data);
+        let put = f.repo.put_file(&p).await.unwrap();
+        let index = f.repo.blob_index(&put.id).await.unwrap();
+        assert_eq!(index.frame_size as usize, FRAME);
+        assert_eq!(index.raw_size, data.len() as u64);
+        assert_eq!(index.frames.len(), 3);
+        let raw_offsets: Vec<u64> = index.frames.iter().map(|f| f.raw_offset).collect();
+        assert_eq!(raw_offsets, [0, FRAME as u64, 2 * FRAME as u64]);
+        for (n, range) in [
+            (0, 0..FRAME),
+            (1, FRAME..2 * FRAME),
+            (2, 2 * FRAME..data.len()),
+        ] {
+            let frame = f.repo.read_frame(&put.id, &index, n).await.unwrap();
+            assert!(frame == data[range], "{kind} frame {n}");
+        }
+        assert!(f.repo.read_frame(&put.id, &index, 3).await.is_err());
+        let empty = write(work.path(), "empty", b"");
+        let put = f.repo.put_file(&empty).await.unwrap();
+        let index = f.repo.blob_index(&put.id).await.unwrap();
+        assert!(index.frames.is_empty());
+        assert_eq!(index.raw_size, 0);
+    }
+}

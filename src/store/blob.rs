@@ -19,7 +19,8 @@
 //! - The per-frame headers let a reader decode the object as one sequential stream
 //!   (restore downloads it with a single GET and decodes frames in parallel as they
 //!   arrive). The index and footer let a reader find any frame without reading the rest
-//!   (two ranged GETs: the last 32 bytes, then the index), which partial and parallel
+//!   (ranged GETs: the last 32 bytes, then header and index; see
+//!   `Repository::blob_index` and `Repository::read_frame`), which partial and parallel
 //!   ranged downloads can use, and they make truncation detectable: a blob is complete
 //!   only when the end byte, an index equal to the frames read and a footer whose counts
 //!   match are all there.
@@ -30,24 +31,29 @@
 //!
 //! # Frame size: 4 MiB
 //!
-//! zstd at levels 1-3 uses a 512 KiB-1 MiB match window, so frames larger than a few
-//! MiB gain almost no ratio (measured by `benches/pipeline.rs`: compressible text loses
-//! under 1 % at 4 MiB against 16 MiB frames). 4 MiB gives 256 units of parallel work
-//! per GiB, keeps a reader's or writer's memory at a few frames' worth (tens of MiB
-//! whatever the file size), costs 18 bytes of framing per 4 MiB, and fits whole frames
-//! in the 8 MiB multipart parts.
+//! zstd at levels 1-3 uses a 512 KiB-1 MiB match window, so frames larger than that gain
+//! almost nothing: on text-like data at level 1 the ratio is 0.1894 with 1 MiB frames,
+//! 0.1889 with 4 MiB, 0.1888 with 16 and 64 MiB, at the same speed
+//! (`examples/store_tuning.rs`). 4 MiB gives 256 units of parallel work per GiB, keeps a
+//! reader's or writer's memory at a few frames' worth (tens of MiB whatever the file
+//! size), costs 18 bytes of framing per 4 MiB, and fits whole frames in 8 MiB multipart
+//! parts.
 //!
 //! # Level 1, and raw frames for data that does not compress
 //!
+//! Measured on 64 MiB of text-like data, one thread: level 1 compresses at 205 MiB/s to
+//! 0.189, level 2 at 202 MiB/s to 0.193 (no gain), level 3 at 180 MiB/s to 0.184 (2.6 %
+//! smaller for 12 % more CPU). A backup of a large node is CPU-bound on 2 cores, so the
+//! default is level 1 (the level is recorded per repository at `init`).
+//!
 //! Most of a Cassandra node's bytes are `Data.db` files already compressed with LZ4
-//! (16-64 KiB chunks), which zstd cannot shrink further. Two things keep them cheap:
-//! before compressing a frame, two 32 KiB samples (its start and its middle) are
-//! compressed; if they do not shrink below [`PROBE_RATIO`] (97 %), the frame is
-//! stored raw without compressing the rest. A frame that is compressed but saves less
-//! than 1/32 of its size is also stored raw (so decompression never pays for nothing).
-//! The default level is 1: on text-like data levels 2 and 3 buy a few percent of
-//! ratio for 25-50 % more CPU (figures in the report of issue 3 and
-//! `benches/pipeline.rs`), and a backup of a large node is CPU-bound on 2 cores.
+//! (16-64 KiB chunks), which zstd cannot shrink further. zstd level 1 already gives up
+//! quickly on such data (2.4 GiB/s per core on random bytes), and the encoder does
+//! better still: before compressing a frame, two 32 KiB samples (its start and its
+//! middle) are compressed, and if they do not shrink below [`PROBE_RATIO`] (97 %) the
+//! frame is stored raw without compressing the rest (1.5 % of the frame is looked at).
+//! A frame that is compressed but saves less than 1/32 of its size is also stored raw,
+//! so decompression never pays for nothing and a restore of raw frames is a copy.
 
 use bytes::Bytes;
 use std::cell::RefCell;
@@ -189,6 +195,72 @@ pub fn parse_footer(b: &[u8]) -> Result<Footer, FormatError> {
         raw_size: u(8),
         end_offset: u(16),
     })
+}
+
+/// Where every frame of a blob is, from its header, index and footer alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobIndex {
+    /// Raw bytes per frame (every frame but the last has exactly this many).
+    pub frame_size: u32,
+    /// Raw size of the blob.
+    pub raw_size: u64,
+    /// The frames, in order.
+    pub frames: Vec<IndexedFrame>,
+}
+
+/// One frame's place in the blob object and in the raw data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexedFrame {
+    pub entry: FrameEntry,
+    /// Offset of the frame's payload in the object (its 9-byte header precedes it).
+    pub payload_offset: u64,
+    /// Offset of the frame's first raw byte in the file.
+    pub raw_offset: u64,
+}
+
+impl BlobIndex {
+    /// Builds the index from the 16-byte header, the index bytes and the parsed footer.
+    pub fn parse(header: &[u8], index: &[u8], footer: &Footer) -> Result<BlobIndex, FormatError> {
+        let reader = BlobReader::new(header)?;
+        let frame_size = reader.frame_size;
+        if index.len() as u64 != footer.frame_count.saturating_mul(FRAME_HEADER_LEN as u64) {
+            return Err(FormatError::Bad(
+                "index length does not match the frame count".into(),
+            ));
+        }
+        let mut frames = Vec::with_capacity(index.len() / FRAME_HEADER_LEN);
+        let (mut offset, mut raw_offset) = (HEADER_LEN as u64, 0u64);
+        for chunk in index.chunks_exact(FRAME_HEADER_LEN) {
+            let mut h = [0u8; FRAME_HEADER_LEN];
+            h.copy_from_slice(chunk);
+            let entry = FrameEntry::parse(&h, frame_size)?;
+            frames.push(IndexedFrame {
+                entry,
+                payload_offset: offset + FRAME_HEADER_LEN as u64,
+                raw_offset,
+            });
+            offset += (FRAME_HEADER_LEN as u64) + u64::from(entry.stored_len);
+            raw_offset += u64::from(entry.raw_len);
+        }
+        if offset != footer.end_offset || raw_offset != footer.raw_size {
+            return Err(FormatError::Bad(
+                "index does not add up to the footer".into(),
+            ));
+        }
+        Ok(BlobIndex {
+            frame_size,
+            raw_size: raw_offset,
+            frames,
+        })
+    }
+}
+
+/// Decodes one frame's payload (as fetched with a ranged read) into its raw bytes.
+pub fn decode_payload(entry: FrameEntry, payload: Vec<u8>) -> Result<Vec<u8>, FormatError> {
+    if payload.len() != entry.stored_len as usize {
+        return Err(FormatError::Truncated);
+    }
+    decode_frame(entry, payload)
 }
 
 /// What is wrong with a blob's bytes.
@@ -393,6 +465,15 @@ fn looks_incompressible(raw: &[u8], level: i32) -> bool {
 
 /// Compresses one frame, or keeps it raw when compression does not pay.
 pub fn encode_frame(raw: Vec<u8>, level: i32) -> EncodedFrame {
+    encode_frame_into(raw, Vec::new(), level)
+}
+
+/// [`encode_frame`] with the output buffer supplied by the caller (its capacity is
+/// grown as needed). The pipelines allocate every large buffer on their one reader
+/// thread so that glibc serves them all from one arena: buffers allocated on the rayon
+/// threads and freed elsewhere made each thread's arena keep its own high-water mark
+/// (measured: 130 MB peak RSS instead of 70 MB for a 1 GiB compressible file).
+pub(crate) fn encode_frame_into(raw: Vec<u8>, mut out: Vec<u8>, level: i32) -> EncodedFrame {
     let raw_len = raw.len() as u32;
     let raw_frame = |raw: Vec<u8>| EncodedFrame {
         entry: FrameEntry {
@@ -408,26 +489,43 @@ pub fn encode_frame(raw: Vec<u8>, level: i32) -> EncodedFrame {
     // Keep zstd only if it saves at least 1/32 of the frame: the output buffer is that
     // big and no bigger, so zstd itself fails ("destination too small") otherwise.
     let limit = raw.len() - raw.len() / 32 - 1;
-    let mut out = Vec::with_capacity(limit);
+    out.clear();
+    out.reserve_exact(limit);
     match with_compressor(level, |c| c.compress_to_buffer(&raw, &mut out)) {
-        Ok(n) if n > 0 && n < raw.len() => EncodedFrame {
-            entry: FrameEntry {
-                kind: FrameKind::Zstd,
-                raw_len,
-                stored_len: n as u32,
-            },
-            payload: Bytes::from(out),
-        },
+        Ok(n) if n > 0 && n < raw.len() => {
+            // The buffer was sized for the worst case: copy the frame out at its exact
+            // size, or every queued frame would pin ~frame_size bytes (a 4:1 frame
+            // would hold 4x its size in the upload queue).
+            let payload = Bytes::copy_from_slice(&out[..n]);
+            EncodedFrame {
+                entry: FrameEntry {
+                    kind: FrameKind::Zstd,
+                    raw_len,
+                    stored_len: n as u32,
+                },
+                payload,
+            }
+        }
         _ => raw_frame(raw),
     }
 }
 
 /// Decodes one frame's payload into its raw bytes.
 pub(crate) fn decode_frame(entry: FrameEntry, payload: Vec<u8>) -> Result<Vec<u8>, FormatError> {
+    decode_frame_into(entry, payload, Vec::new())
+}
+
+/// [`decode_frame`] into a caller-supplied buffer (see [`encode_frame_into`] for why).
+pub(crate) fn decode_frame_into(
+    entry: FrameEntry,
+    payload: Vec<u8>,
+    mut out: Vec<u8>,
+) -> Result<Vec<u8>, FormatError> {
     match entry.kind {
         FrameKind::Raw => Ok(payload),
         FrameKind::Zstd => {
-            let mut out = Vec::with_capacity(entry.raw_len as usize);
+            out.clear();
+            out.reserve_exact(entry.raw_len as usize);
             let n = DECOMPRESSOR
                 .with(|cell| {
                     let mut slot = cell.borrow_mut();

@@ -24,10 +24,13 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, Bytes};
 use futures::StreamExt;
-use object_store::ObjectStoreExt;
+use object_store::{GetResultPayload, ObjectStoreExt};
 use tokio::sync::mpsc;
 
-use super::blob::{BlobReader, FormatError, decode_frame};
+use super::blob::{
+    BlobIndex, BlobReader, FOOTER_LEN, FormatError, FrameKind, HEADER_LEN, decode_frame_into,
+    decode_payload, parse_footer,
+};
 use super::error::StoreError;
 use super::hash::BlobId;
 use super::repo::{Repository, blob_key, join_err};
@@ -89,26 +92,41 @@ pub(crate) async fn read_blob_into<W: Write + Send + 'static>(
         }
         Err(e) => return Err(repo.classify(e)),
     };
-    let mut stream = got.into_stream();
-    let (tx, rx) = mpsc::channel(16);
-    let forwarder = tokio::spawn(async move {
-        while let Some(item) = stream.next().await {
-            let failed = item.is_err();
-            if tx.send(item).await.is_err() || failed {
-                break;
-            }
-        }
-    });
     let slot: TransportSlot = Arc::new(Mutex::new(None));
-    let reader = ChannelReader {
-        rx,
-        current: Bytes::new(),
-        transport_error: slot.clone(),
+    let mut forwarder = None;
+    let reader: Box<dyn Read + Send> = match got.payload {
+        // file:// — read the object file directly: object_store's stream over a local
+        // file hands out 8 KiB chunks, each from its own spawn_blocking call, which
+        // costs several CPU-seconds per GiB.
+        GetResultPayload::File(mut file, path) => {
+            use std::io::{Seek, SeekFrom};
+            file.seek(SeekFrom::Start(got.range.start))
+                .map_err(|source| StoreError::ReadFile { path, source })?;
+            Box::new(io::BufReader::with_capacity(1024 * 1024, file))
+        }
+        GetResultPayload::Stream(mut stream) => {
+            let (tx, rx) = mpsc::channel(16);
+            forwarder = Some(tokio::spawn(async move {
+                while let Some(item) = stream.next().await {
+                    let failed = item.is_err();
+                    if tx.send(item).await.is_err() || failed {
+                        break;
+                    }
+                }
+            }));
+            Box::new(ChannelReader {
+                rx,
+                current: Bytes::new(),
+                transport_error: slot.clone(),
+            })
+        }
     };
     let decoded = tokio::task::spawn_blocking(move || decode_stream(reader, writer))
         .await
         .map_err(join_err)?;
-    forwarder.abort();
+    if let Some(f) = forwarder {
+        f.abort();
+    }
     let transport = slot.lock().ok().and_then(|mut s| s.take());
     match decoded {
         Ok(v) => Ok(v),
@@ -128,8 +146,8 @@ pub(crate) async fn read_blob_into<W: Write + Send + 'static>(
     }
 }
 
-fn decode_stream<W: Write>(
-    reader: ChannelReader,
+fn decode_stream<R: Read, W: Write>(
+    reader: R,
     mut writer: W,
 ) -> Result<(W, BlobId, u64), DecodeFail> {
     let mut blob = BlobReader::new(reader).map_err(DecodeFail::Format)?;
@@ -149,9 +167,14 @@ fn decode_stream<W: Write>(
         Ok::<(), DecodeFail>(())
     };
     while let Some((entry, payload)) = blob.next_frame().map_err(DecodeFail::Format)? {
+        // Output buffers are allocated on this thread: see `blob::encode_frame_into`.
+        let out = match entry.kind {
+            FrameKind::Zstd => Vec::with_capacity(entry.raw_len as usize),
+            FrameKind::Raw => Vec::new(),
+        };
         let (ftx, frx) = std_mpsc::sync_channel(1);
         rayon::spawn(move || {
-            let _ = ftx.send(decode_frame(entry, payload));
+            let _ = ftx.send(decode_frame_into(entry, payload, out));
         });
         inflight.push_back(frx);
         while inflight.len() >= window {
@@ -251,4 +274,92 @@ pub(crate) async fn verify(repo: &Repository, id: &BlobId) -> Result<u64, StoreE
         });
     }
     Ok(size)
+}
+
+/// Reads a blob's frame index with ranged reads (HEAD, the footer, then header and
+/// index), without downloading any frame.
+pub(crate) async fn blob_index(repo: &Repository, id: &BlobId) -> Result<BlobIndex, StoreError> {
+    let key = blob_key(id);
+    let corrupt = |f: FormatError| StoreError::CorruptBlob {
+        id: *id,
+        reason: f.to_string(),
+    };
+    let not_found = |e: object_store::Error| match e {
+        object_store::Error::NotFound { .. } => match repo.classify(e) {
+            StoreError::Backend { .. } => StoreError::BlobNotFound {
+                id: *id,
+                url: repo.url_text().to_string(),
+            },
+            other => other,
+        },
+        e => repo.classify(e),
+    };
+    let size = repo.store().head(&key).await.map_err(not_found)?.size;
+    let min = (HEADER_LEN + 1 + FOOTER_LEN) as u64;
+    if size < min {
+        return Err(corrupt(FormatError::Truncated));
+    }
+    let footer = repo
+        .store()
+        .get_range(&key, size - FOOTER_LEN as u64..size)
+        .await
+        .map_err(not_found)?;
+    let footer = parse_footer(&footer).map_err(corrupt)?;
+    let index_start = footer.end_offset.saturating_add(1);
+    let index_end = size - FOOTER_LEN as u64;
+    if index_start > index_end || footer.end_offset < HEADER_LEN as u64 {
+        return Err(corrupt(FormatError::Bad(
+            "footer points outside the object".into(),
+        )));
+    }
+    if index_start == index_end {
+        // no frame: an empty blob (and an empty range is not a valid request)
+        let header = repo
+            .store()
+            .get_range(&key, 0..HEADER_LEN as u64)
+            .await
+            .map_err(not_found)?;
+        return BlobIndex::parse(&header, &[], &footer).map_err(corrupt);
+    }
+    let parts = repo
+        .store()
+        .get_ranges(&key, &[0..HEADER_LEN as u64, index_start..index_end])
+        .await
+        .map_err(not_found)?;
+    match parts.as_slice() {
+        [header, index] => BlobIndex::parse(header, index, &footer).map_err(corrupt),
+        _ => Err(StoreError::Internal(
+            "ranged read returned the wrong number of parts".into(),
+        )),
+    }
+}
+
+/// Reads and decodes frame `n` of a blob with one ranged read.
+pub(crate) async fn read_frame(
+    repo: &Repository,
+    id: &BlobId,
+    index: &BlobIndex,
+    n: usize,
+) -> Result<Vec<u8>, StoreError> {
+    let f = index.frames.get(n).ok_or_else(|| {
+        StoreError::InvalidOption(format!(
+            "blob {id} has {} frames, not {}",
+            index.frames.len(),
+            n + 1
+        ))
+    })?;
+    let range = f.payload_offset..f.payload_offset + u64::from(f.entry.stored_len);
+    let bytes = repo
+        .store()
+        .get_range(&blob_key(id), range)
+        .await
+        .map_err(|e| repo.classify(e))?;
+    let entry = f.entry;
+    tokio::task::spawn_blocking(move || decode_payload(entry, bytes.to_vec()))
+        .await
+        .map_err(join_err)?
+        .map_err(|e| StoreError::CorruptBlob {
+            id: *id,
+            reason: e.to_string(),
+        })
 }

@@ -25,7 +25,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
-use super::blob::{MAX_FRAME_SIZE, MIN_FRAME_SIZE};
+use super::blob::{BlobIndex, MAX_FRAME_SIZE, MIN_FRAME_SIZE};
 use super::error::{Ctx, StoreError, classify};
 use super::hash::BlobId;
 use super::options::StoreOptions;
@@ -313,6 +313,23 @@ impl Repository {
         writer: W,
     ) -> Result<(W, BlobId, u64), StoreError> {
         read::read_blob_into(self, id, writer, None).await
+    }
+
+    /// A blob's frame index, read with ranged reads (no frame is downloaded): where
+    /// each frame is, for ranged or parallel downloads.
+    pub async fn blob_index(&self, id: &BlobId) -> Result<BlobIndex, StoreError> {
+        read::blob_index(self, id).await
+    }
+
+    /// Frame `n` of a blob, fetched with one ranged read and decoded. The caller checks
+    /// the content (only the whole blob's hash is known).
+    pub async fn read_frame(
+        &self,
+        id: &BlobId,
+        index: &BlobIndex,
+        n: usize,
+    ) -> Result<Vec<u8>, StoreError> {
+        read::read_frame(self, id, index, n).await
     }
 
     /// Whether a blob is in the repository.

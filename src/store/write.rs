@@ -49,7 +49,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
 use tokio::sync::mpsc;
 
-use super::blob::{EncodedFrame, FrameEntry, encode_frame, encode_header, encode_trailer};
+use super::blob::{EncodedFrame, FrameEntry, encode_frame_into, encode_header, encode_trailer};
 use super::error::StoreError;
 use super::hash::{BlobId, hash_file};
 use super::options::PutStrategy;
@@ -300,9 +300,11 @@ fn encode_file(
         buf.truncate(n);
         hasher.update(&buf);
         raw_size += n as u64;
+        // Allocated here, on the reader thread: see `blob::encode_frame_into`.
+        let out_buf = Vec::with_capacity(n);
         let (ftx, frx) = std_mpsc::sync_channel(1);
         rayon::spawn(move || {
-            let _ = ftx.send(encode_frame(buf, level));
+            let _ = ftx.send(encode_frame_into(buf, out_buf, level));
         });
         inflight.push_back(frx);
         while inflight.len() >= window {

@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -29,11 +30,17 @@ pub const SECRET_KEY: &str = "tablesafe-test-secret-0123456789";
 pub struct S3Server {
     pub endpoint: String,
     pub root: tempfile::TempDir,
+    /// `(operation, x-amz-server-side-encryption, x-amz-…-aws-kms-key-id)` of every
+    /// request that carried an encryption header.
+    pub sse_seen: SseLog,
     task: tokio::task::JoinHandle<()>,
 }
 
+pub type SseLog = Arc<Mutex<Vec<(String, String, Option<String>)>>>;
+
 struct BucketMustExist {
     root: PathBuf,
+    sse_seen: SseLog,
 }
 
 #[async_trait::async_trait]
@@ -41,6 +48,19 @@ impl S3Access for BucketMustExist {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
         if cx.credentials().is_none() {
             return Err(s3_error!(AccessDenied, "anonymous access is not allowed"));
+        }
+        let header = |name: &str| {
+            cx.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        if let Some(sse) = header("x-amz-server-side-encryption") {
+            let kms = header("x-amz-server-side-encryption-aws-kms-key-id");
+            let op = cx.s3_op().name().to_string();
+            if let Ok(mut log) = self.sse_seen.lock() {
+                log.push((op, sse, kms));
+            }
         }
         match cx.s3_path() {
             S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => {
@@ -58,12 +78,14 @@ impl S3Server {
     /// Starts a server with an empty root directory.
     pub async fn start() -> S3Server {
         let root = tempfile::tempdir().expect("tempdir");
+        let sse_seen = SseLog::default();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let task = serve(root.path(), listener);
+        let task = serve(root.path(), listener, sse_seen.clone());
         S3Server {
             endpoint: format!("http://{addr}"),
             root,
+            sse_seen,
             task,
         }
     }
@@ -84,7 +106,7 @@ impl S3Server {
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         };
-        self.task = serve(self.root.path(), listener);
+        self.task = serve(self.root.path(), listener, self.sse_seen.clone());
     }
 
     /// Creates a bucket (a directory under the root).
@@ -108,12 +130,13 @@ impl S3Server {
 }
 
 /// Serves s3s-fs over `root` on `listener` in a task.
-fn serve(root: &Path, listener: TcpListener) -> tokio::task::JoinHandle<()> {
+fn serve(root: &Path, listener: TcpListener, sse_seen: SseLog) -> tokio::task::JoinHandle<()> {
     let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs root");
     let mut b = S3ServiceBuilder::new(fs);
     b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
     b.set_access(BucketMustExist {
         root: root.to_path_buf(),
+        sse_seen,
     });
     let service = b.build();
     tokio::spawn(async move {
