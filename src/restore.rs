@@ -137,6 +137,10 @@ pub enum RestoreError {
     )]
     UnsafePath { path: String, reason: String },
     #[error(
+        "refusing to restore {path}: {link} in the target is a symbolic link, and restore never writes through one: remove it or choose another target"
+    )]
+    LinkInTarget { path: String, link: PathBuf },
+    #[error(
         "target {dir} is not empty: use --resume to continue an interrupted restore, or --overwrite to replace what is there"
     )]
     TargetNotEmpty { dir: PathBuf },
@@ -144,6 +148,14 @@ pub enum RestoreError {
         "target {dir} is the data directory of a running Cassandra node (pid {pid}): stop Cassandra first, restore elsewhere, or pass --force"
     )]
     LiveCassandra { dir: PathBuf, pid: u32 },
+    #[error(
+        "{path} would be restored twice with different content (from {first} and {second}), and a target holds one file per path: for snapshot files, leave out --include-snapshots; with --layout sstableloader, use --layout data"
+    )]
+    SamePath {
+        path: PathBuf,
+        first: String,
+        second: String,
+    },
     #[error("{path} exists with different content: pass --overwrite to replace it")]
     Conflict { path: PathBuf },
     #[error("cannot prepare {path}: {source}")]
@@ -215,6 +227,7 @@ pub fn plan(catalog: &Catalog, point: Point, opts: &RestoreOptions) -> Result<Pl
             .into_iter()
             .map(|s| s.node)
             .collect();
+        known.sort();
         known.dedup();
         return Err(RestoreError::NoHistory {
             node: node.to_string(),
@@ -233,8 +246,10 @@ pub fn plan(catalog: &Catalog, point: Point, opts: &RestoreOptions) -> Result<Pl
             latest: timespec::format_precise(latest),
         });
     }
-    let mut files = Vec::new();
+    let mut files: Vec<PlannedFile> = Vec::new();
     let mut tables: BTreeMap<PathBuf, PlannedTable> = BTreeMap::new();
+    // Several data directories (or table ids, for sstableloader) can map to one path.
+    let mut by_dest: HashMap<PathBuf, usize> = HashMap::new();
     for version in catalog.live_at(node, point.time)? {
         let key = &version.key;
         if is_system_keyspace(&key.keyspace) && !opts.include_system {
@@ -274,6 +289,22 @@ pub fn plan(catalog: &Catalog, point: Point, opts: &RestoreOptions) -> Result<Pl
             }
         };
         let dest = checked_relative(&table_dir.join(&rel_in_table), &relative)?;
+        if let Some(&i) = by_dest.get(&dest) {
+            // The same bytes (a snapshot's manifest and schema in every data directory)
+            // are one file in the target.
+            let other = &files[i].version;
+            if other.hash == version.hash {
+                continue;
+            }
+            let source =
+                |v: &FileVersion| format!("{}/{}", v.key.data_dir, v.key.data_relative_path());
+            return Err(RestoreError::SamePath {
+                path: dest,
+                first: source(other),
+                second: source(&version),
+            });
+        }
+        by_dest.insert(dest.clone(), files.len());
         let entry = tables
             .entry(table_dir.clone())
             .or_insert_with(|| PlannedTable {
@@ -332,10 +363,10 @@ fn prepare_parent(target: &Path, rel: &Path) -> Result<PathBuf, RestoreError> {
         dir.push(part);
         match fs::symlink_metadata(&dir) {
             Ok(m) if m.file_type().is_symlink() => {
-                return Err(unsafe_path(
-                    &rel.display().to_string(),
-                    &format!("{} in the target is a symbolic link", dir.display()),
-                ));
+                return Err(RestoreError::LinkInTarget {
+                    path: rel.display().to_string(),
+                    link: dir,
+                });
             }
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
@@ -355,10 +386,10 @@ fn prepare_parent(target: &Path, rel: &Path) -> Result<PathBuf, RestoreError> {
     }
     let dest = target.join(rel);
     if fs::symlink_metadata(&dest).is_ok_and(|m| m.file_type().is_symlink()) {
-        return Err(unsafe_path(
-            &rel.display().to_string(),
-            "the destination in the target is a symbolic link",
-        ));
+        return Err(RestoreError::LinkInTarget {
+            path: rel.display().to_string(),
+            link: dest,
+        });
     }
     Ok(dest)
 }
@@ -440,8 +471,12 @@ fn running_cassandra_using(dir: &Path) -> Option<u32> {
                         fs::read_link(fd.path()).is_ok_and(|target| target.starts_with(&canonical))
                     })
                 })
-            || fs::read_link(entry.path().join("cwd"))
-                .is_ok_and(|cwd| canonical.starts_with(&cwd) || cwd.starts_with(&canonical));
+            // Working in the target, or in a directory above it (a tarball install's
+            // home); `/` (systemd, containers) is above every directory and says nothing.
+            || fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| {
+                cwd.starts_with(&canonical)
+                    || (cwd.parent().is_some() && canonical.starts_with(&cwd))
+            });
         if uses_dir {
             return Some(pid);
         }
@@ -523,6 +558,15 @@ pub async fn execute(
         let dest = prepare_parent(&opts.to, &f.dest)?;
         match in_place(&dest, &f.version.hash, f.version.size)? {
             Some(true) if opts.existing != ExistingFiles::Refuse => {
+                // A run killed between placing a file and setting its mtime left the
+                // right bytes with the time of the restore.
+                let mtime = fs::metadata(&dest).map(|m| crate::backup::scan::mtime_micros(&m));
+                if mtime.ok() != Some(f.version.mtime) {
+                    set_mtime(&dest, f.version.mtime).map_err(|source| RestoreError::Io {
+                        path: dest.clone(),
+                        source,
+                    })?;
+                }
                 summary.already_in_place += 1;
                 progress.add_done(f.version.size);
                 continue;
@@ -616,8 +660,7 @@ async fn restore_blob(
             {
                 return Ok(true);
             }
-            fs::copy(first_dest, dest)?;
-            set_mtime(dest, f.version.mtime).map(|_| false)
+            copy_into_place(first_dest, dest, f.version.mtime).map(|_| false)
         })();
         match result {
             Ok(true) => out.linked += 1,
@@ -628,6 +671,25 @@ async fn restore_blob(
         progress.add_done(f.version.size);
     }
     out
+}
+
+/// Copies a restored file to `dest` the way downloads are placed: into `<dest>.partial`,
+/// with its mtime, fsynced, then renamed; on failure (a full disk) the `.partial` file is
+/// removed, so a final path never holds a short copy.
+fn copy_into_place(source: &Path, dest: &Path, mtime: Micros) -> std::io::Result<()> {
+    let mut partial = dest.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let result = (|| {
+        fs::copy(source, &partial)?;
+        set_mtime(&partial, mtime)?;
+        fs::File::open(&partial)?.sync_all()?;
+        fs::rename(&partial, dest)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&partial);
+    }
+    result
 }
 
 /// Where Cassandra makes hard links of live files.

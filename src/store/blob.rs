@@ -34,7 +34,7 @@
 //! zstd at levels 1-3 uses a 512 KiB-1 MiB match window, so frames larger than that gain
 //! almost nothing: on text-like data at level 1 the ratio is 0.1894 with 1 MiB frames,
 //! 0.1889 with 4 MiB, 0.1888 with 16 and 64 MiB, at the same speed
-//! (`examples/store_tuning.rs`). 4 MiB gives 256 units of parallel work per GiB, keeps a
+//! (`benches/store_tuning.rs`). 4 MiB gives 256 units of parallel work per GiB, keeps a
 //! reader's or writer's memory at a few frames' worth (tens of MiB whatever the file
 //! size), costs 18 bytes of framing per 4 MiB, and fits whole frames in 8 MiB multipart
 //! parts.

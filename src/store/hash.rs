@@ -8,7 +8,7 @@
 //!
 //! Files of at least [`PARALLEL_THRESHOLD`] (1 MiB) are memory-mapped and hashed with
 //! BLAKE3's multi-threaded `update_rayon`; smaller files go through a plain read loop.
-//! Measured with `examples/store_tuning.rs` on the 2-core development machine
+//! Measured with `benches/store_tuning.rs` on the 2-core development machine
 //! (page-cached files, MiB/s, read loop vs mmap + rayon), once with both cores free
 //! and once while another build ran:
 //!
