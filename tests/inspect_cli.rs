@@ -254,16 +254,7 @@ fn a_missing_data_dir_is_one_clear_line() {
 
 #[test]
 fn commands_not_built_yet_say_so_and_exit_3() {
-    for args in [
-        vec!["init"],
-        vec!["backup"],
-        vec!["daemon"],
-        vec!["snapshot", "list"],
-        vec!["restore"],
-        vec!["gc"],
-        vec!["verify"],
-        vec!["catalog", "rebuild"],
-    ] {
+    for args in [vec!["gc"], vec!["verify"]] {
         let out = tablesafe().args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(3), "{args:?}");
         let stderr = String::from_utf8(out.stderr).unwrap();
