@@ -231,7 +231,11 @@ pub async fn run(
             DataDirScan::default()
         };
         let open = catalog.open_versions_under(node, &root.to_string_lossy())?;
-        let (seen, pinned) = backup_data_dir(
+        let Recorded {
+            seen,
+            unbacked,
+            pinned,
+        } = backup_data_dir(
             repo,
             catalog,
             opts,
@@ -263,7 +267,7 @@ pub async fn run(
         live_files += files;
         live_bytes += bytes;
         if opts.prune_incremental {
-            prune_incremental(&scan, &mut recorder, &mut summary);
+            prune_incremental(&scan, &seen, &unbacked, &mut recorder, &mut summary);
         }
         summary.not_complete += scan.not_complete as u64;
         summary.problems.extend(scan.problems.iter().cloned());
@@ -322,7 +326,17 @@ fn totals(scan: &DataDirScan, seen: &HashSet<FileKey>) -> (u64, u64) {
         .fold((0, 0), |(n, b), f| (n + 1, b + f.size()))
 }
 
-/// Backs up one scanned data directory; returns the keys now recorded as live.
+/// What [`backup_data_dir`] recorded.
+struct Recorded {
+    /// Keys now recorded as live.
+    seen: HashSet<FileKey>,
+    /// Keys whose current content was not backed up (corrupt SSTable, changed while
+    /// read): a recorded version stays open, and `--prune-incremental` must keep them.
+    unbacked: HashSet<FileKey>,
+    pinned: Vec<Pinned>,
+}
+
+/// Backs up one scanned data directory.
 #[allow(clippy::too_many_arguments)]
 async fn backup_data_dir(
     repo: &Repository,
@@ -333,10 +347,13 @@ async fn backup_data_dir(
     open: &HashMap<FileKey, OpenVersion>,
     recorder: &mut Recorder,
     summary: &mut BackupSummary,
-) -> Result<(HashSet<FileKey>, Vec<Pinned>), BackupError> {
+) -> Result<Recorded, BackupError> {
     let mut seen = HashSet::new();
+    let mut unbacked = HashSet::new();
     let mut jobs = Vec::new();
     let mut verified: HashSet<usize> = HashSet::new();
+    let mut stats = Vec::new();
+    let mut unchanged = Vec::new();
     let files = scan
         .sstables
         .iter()
@@ -345,14 +362,21 @@ async fn backup_data_dir(
         .chain(scan.other_files.iter().map(|f| (None, f)));
     for (sstable, file) in files {
         summary.files_seen += 1;
-        match catalog.cached_hash(&file.stat)? {
+        // Hard links (nodetool snapshot, incremental backups, clearsnapshot) change only
+        // an inode's ctime: same inode, size and mtime is the same content; the stat
+        // cache then learns the new ctime.
+        let (cached, relinked) = match catalog.cached_hash(&file.stat)? {
+            Some(hash) => (Some(hash), false),
+            None => (catalog.cached_hash_relinked(&file.stat)?, true),
+        };
+        match cached {
             Some(hash) if catalog.has_blob(&hash)? => {
-                summary.files_unchanged += 1;
-                seen.insert(file.key.clone());
-                if open.get(&file.key).map(|v| v.hash) != Some(hash) {
-                    recorder.push(start(file, hash));
-                    summary.versions_started += 1;
+                if relinked {
+                    stats.push((file.stat, hash));
                 }
+                summary.files_unchanged += 1;
+                // Recorded once its SSTable is known not to be corrupt (below).
+                unchanged.push((file, hash));
             }
             _ => {
                 progress.add_todo(file.size());
@@ -395,14 +419,14 @@ async fn backup_data_dir(
 
     let mut corrupt_sstables = HashSet::new();
     let mut to_upload: HashMap<Hash32, Vec<FoundFile>> = HashMap::new();
-    let mut stats = Vec::new();
     let mut pinned = Vec::new();
     for h in hashed {
         match h {
             Hashed::Corrupt { sstable, detail } => {
                 corrupt_sstables.insert(sstable);
                 let s = &scan.sstables[sstable];
-                tracing::error!("{detail}");
+                // Reported by the caller from the summary (one line, not two).
+                tracing::debug!("{detail}");
                 summary.corrupt.push(detail.clone());
                 recorder.push(Change::Corrupt {
                     key: s.files[0].1.key.clone(),
@@ -412,7 +436,7 @@ async fn backup_data_dir(
             }
             Hashed::Changed { file } => {
                 summary.changed_during_backup += 1;
-                keep_open(open, &file.key, &mut seen);
+                keep_open(open, &file.key, &mut seen, &mut unbacked);
             }
             Hashed::Vanished { file } => {
                 summary.problems.push(format!(
@@ -437,13 +461,27 @@ async fn backup_data_dir(
         }
     }
     // A corrupt SSTable is not backed up: whatever was recorded of it stays as it was.
-    for files in to_upload.values_mut() {
-        files.retain(|f| !corrupt_sstables.contains(&sstable_of(scan, f)));
-    }
-    for &i in &corrupt_sstables {
-        for (_, f) in &scan.sstables[i].files {
-            keep_open(open, &f.key, &mut seen);
+    let corrupt_keys: HashSet<&FileKey> = corrupt_sstables
+        .iter()
+        .flat_map(|&i| scan.sstables[i].files.iter().map(|(_, f)| &f.key))
+        .collect();
+    if !corrupt_keys.is_empty() {
+        for files in to_upload.values_mut() {
+            files.retain(|f| !corrupt_keys.contains(&f.key));
         }
+    }
+    // Unchanged files of intact SSTables: never part of a corrupt one.
+    for (file, hash) in unchanged {
+        if !corrupt_keys.contains(&file.key) {
+            seen.insert(file.key.clone());
+            if open.get(&file.key).map(|v| v.hash) != Some(hash) {
+                recorder.push(start(file, hash));
+                summary.versions_started += 1;
+            }
+        }
+    }
+    for key in corrupt_keys {
+        keep_open(open, key, &mut seen, &mut unbacked);
     }
     to_upload.retain(|_, files| !files.is_empty());
 
@@ -475,7 +513,7 @@ async fn backup_data_dir(
                     // The file changed between hashing and upload: take it next pass.
                     summary.changed_during_backup += files.len() as u64;
                     for f in &files {
-                        keep_open(open, &f.key, &mut seen);
+                        keep_open(open, &f.key, &mut seen, &mut unbacked);
                     }
                     continue;
                 }
@@ -508,7 +546,11 @@ async fn backup_data_dir(
         }
     }
     catalog.remember_stats(&stats)?;
-    Ok((seen, pinned))
+    Ok(Recorded {
+        seen,
+        unbacked,
+        pinned,
+    })
 }
 
 /// A file read through a pin.
@@ -540,16 +582,15 @@ fn release_pins(pins: &Pins, catalog: &mut Catalog, pinned: &[Pinned]) -> Result
     Ok(())
 }
 
-/// Index of the SSTable a file belongs to (usize::MAX for snapshot metadata).
-fn sstable_of(scan: &DataDirScan, file: &FoundFile) -> usize {
-    scan.sstables
-        .iter()
-        .position(|s| s.files.iter().any(|(_, f)| f.key == file.key))
-        .unwrap_or(usize::MAX)
-}
-
-/// Keeps a path's current version (if any) open: it is there, but was not re-read.
-fn keep_open(open: &HashMap<FileKey, OpenVersion>, key: &FileKey, seen: &mut HashSet<FileKey>) {
+/// Keeps a path's current version (if any) open: it is there, but its current content
+/// was not backed up.
+fn keep_open(
+    open: &HashMap<FileKey, OpenVersion>,
+    key: &FileKey,
+    seen: &mut HashSet<FileKey>,
+    unbacked: &mut HashSet<FileKey>,
+) {
+    unbacked.insert(key.clone());
     if open.contains_key(key) {
         seen.insert(key.clone());
     }
@@ -672,11 +713,21 @@ fn hash_job(mut job: HashJob) -> Hashed {
     }
 }
 
-/// Deletes `backups/` hard links whose content is now durable and recorded.
-fn prune_incremental(scan: &DataDirScan, recorder: &mut Recorder, summary: &mut BackupSummary) {
+/// Deletes `backups/` hard links whose content is now durable and recorded; never one
+/// whose content this pass did not back up (a corrupt SSTable, a file changed while read).
+fn prune_incremental(
+    scan: &DataDirScan,
+    seen: &HashSet<FileKey>,
+    unbacked: &HashSet<FileKey>,
+    recorder: &mut Recorder,
+    summary: &mut BackupSummary,
+) {
     for s in &scan.sstables {
         for (_, f) in &s.files {
-            if !f.key.rel_path.starts_with("backups/") {
+            if !f.key.rel_path.starts_with("backups/")
+                || !seen.contains(&f.key)
+                || unbacked.contains(&f.key)
+            {
                 continue;
             }
             match std::fs::remove_file(&f.path) {

@@ -285,11 +285,8 @@ impl Catalog {
     /// True when the repository is known to hold this blob.
     pub fn has_blob(&self, hash: &Hash32) -> Result<bool, CatalogError> {
         self.conn
-            .query_row(
-                "SELECT 1 FROM blobs WHERE hash = ?1",
-                [hash.as_slice()],
-                |_| Ok(()),
-            )
+            .prepare_cached("SELECT 1 FROM blobs WHERE hash = ?1")
+            .and_then(|mut stmt| stmt.query_row([hash.as_slice()], |_| Ok(())))
             .optional()
             .map(|o| o.is_some())
             .map_err(self.err())
@@ -298,11 +295,35 @@ impl Catalog {
     /// The hash remembered for a file whose stat matches exactly.
     pub fn cached_hash(&self, stat: &StatKey) -> Result<Option<Hash32>, CatalogError> {
         self.conn
-            .query_row(
+            .prepare_cached(
                 "SELECT hash FROM stat_cache WHERE dev = ?1 AND ino = ?2 AND size = ?3 AND mtime_ns = ?4 AND ctime_ns = ?5",
-                params![stat.dev as i64, stat.ino as i64, stat.size as i64, stat.mtime_ns, stat.ctime_ns],
-                |r| r.get::<_, [u8; 32]>(0),
             )
+            .and_then(|mut stmt| {
+                stmt.query_row(
+                    params![stat.dev as i64, stat.ino as i64, stat.size as i64, stat.mtime_ns, stat.ctime_ns],
+                    |r| r.get::<_, [u8; 32]>(0),
+                )
+            })
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// The hash remembered for the same inode with the same size and modification time
+    /// (to the nanosecond) but another ctime. Adding or removing a hard link (`nodetool
+    /// snapshot`, incremental backups, `clearsnapshot`) changes only an inode's ctime,
+    /// and Cassandra never rewrites a component in place (Statistics.db, Summary.db and
+    /// TOC.txt are rewritten as new files), so the content is the one remembered.
+    pub fn cached_hash_relinked(&self, stat: &StatKey) -> Result<Option<Hash32>, CatalogError> {
+        self.conn
+            .prepare_cached(
+                "SELECT hash FROM stat_cache WHERE dev = ?1 AND ino = ?2 AND size = ?3 AND mtime_ns = ?4",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(
+                    params![stat.dev as i64, stat.ino as i64, stat.size as i64, stat.mtime_ns],
+                    |r| r.get::<_, [u8; 32]>(0),
+                )
+            })
             .optional()
             .map_err(self.err())
     }

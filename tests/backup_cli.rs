@@ -1,0 +1,450 @@
+//! `tablesafe backup`, `snapshot create/list/show` and `catalog rebuild` through the real
+//! binary, on a real `file://` repository and a data directory written by
+//! `support::lifecycle`: corrupt SSTables, bad input, rebuilding the catalog from the
+//! repository, and time filters.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+use serde_json::Value;
+use support::lifecycle::{FixtureFormat, Gen, Node};
+use tablesafe::timespec;
+
+/// A temporary node: data directory, repository URL and catalog path.
+struct Env {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    data: PathBuf,
+    repo_url: String,
+    catalog: PathBuf,
+    node: Node,
+}
+
+/// What one run of the binary did.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// Non-empty lines on standard error.
+    fn stderr_lines(&self) -> Vec<&str> {
+        self.stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// Exit code `code` and exactly one line on standard error; returns that line.
+    fn fails_with(&self, code: i32) -> &str {
+        assert_eq!(
+            self.code, code,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        let lines = self.stderr_lines();
+        assert_eq!(lines.len(), 1, "one line on stderr, got:\n{}", self.stderr);
+        lines[0]
+    }
+
+    fn succeeds(&self) -> &Self {
+        assert_eq!(
+            self.code, 0,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+impl Env {
+    fn new() -> Env {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        let data = root.join("data");
+        let node = Node::new(&data);
+        Env {
+            repo_url: format!("file://{}", root.join("repo").display()),
+            catalog: root.join("catalog/n1.db"),
+            _tmp: tmp,
+            root,
+            data,
+            node,
+        }
+    }
+
+    /// The binary with a clean environment (nothing from the user's shell or home).
+    fn bare(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tablesafe"));
+        for var in [
+            "TABLESAFE_REPO",
+            "TABLESAFE_CATALOG",
+            "TABLESAFE_NODE",
+            "TABLESAFE_CONFIG",
+            "TABLESAFE_LOG",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.env("HOME", self.root.join("home"))
+            .env("XDG_DATA_HOME", self.root.join("xdg"));
+        cmd
+    }
+
+    fn run_cmd(mut cmd: Command) -> Run {
+        let out: Output = cmd.output().unwrap();
+        Run {
+            code: out.status.code().expect("exited, not killed"),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `tablesafe <args> --repo … --catalog … --node n1`.
+    fn ts(&self, args: &[&str]) -> Run {
+        self.ts_with_catalog(&self.catalog, args)
+    }
+
+    fn ts_with_catalog(&self, catalog: &Path, args: &[&str]) -> Run {
+        let mut cmd = self.bare();
+        cmd.args(args)
+            .arg("--repo")
+            .arg(&self.repo_url)
+            .arg("--catalog")
+            .arg(catalog)
+            .args(["--node", "n1"]);
+        Self::run_cmd(cmd)
+    }
+
+    /// `tablesafe backup --data-dir <data> <extra>`.
+    fn backup(&self, extra: &[&str]) -> Run {
+        let data = self.data.to_str().unwrap();
+        let mut args = vec!["backup", "--data-dir", data];
+        args.extend_from_slice(extra);
+        self.ts(&args)
+    }
+
+    fn snapshot_create(&self, name: &str) -> Run {
+        self.ts(&[
+            "snapshot",
+            "create",
+            name,
+            "--data-dir",
+            self.data.to_str().unwrap(),
+        ])
+    }
+
+    fn show(&self, name: &str) -> Value {
+        self.ts(&["snapshot", "show", name, "--json"])
+            .succeeds()
+            .json()
+    }
+
+    fn list(&self, extra: &[&str]) -> Value {
+        let mut args = vec!["snapshot", "list", "--json"];
+        args.extend_from_slice(extra);
+        self.ts(&args).succeeds().json()
+    }
+
+    fn remove_catalog(&self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = self.catalog.as_os_str().to_owned();
+            p.push(suffix);
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+/// `rel_path`s (relative to the table directory) of the files of a `snapshot show`.
+fn shown_files(show: &Value) -> BTreeSet<String> {
+    show["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["rel_path"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn names(list: &Value) -> Vec<String> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A byte flipped in one Data.db: the backup exits 1 with one line on stderr, the summary
+/// names the file, every other SSTable is backed up and the corrupt one is not; once the
+/// file is repaired, the next backup takes it.
+#[test]
+fn a_corrupt_sstable_is_reported_and_left_out_until_repaired() {
+    let mut e = Env::new();
+    let mut t = e.node.create_table("ks", "t", FixtureFormat::Nb);
+    for _ in 0..3 {
+        t.flush().run().unwrap();
+    }
+    let data2 = t.path().join(t.file_name(&Gen::Seq(2), "Data.db"));
+    let good = fs::read(&data2).unwrap();
+    let mut bad = good.clone();
+    let mid = bad.len() / 3;
+    bad[mid] ^= 0x01;
+    fs::write(&data2, &bad).unwrap();
+
+    // Text summary on stdout.
+    let text = e.backup(&["--init"]);
+    let line = text.fails_with(1);
+    assert!(line.to_lowercase().contains("corrupt"), "{line}");
+    assert!(
+        text.stdout.lines().any(|l| l.contains("CORRUPT")
+            && l.contains("nb-2-big-Data.db")
+            && l.contains("does not match")),
+        "{}",
+        text.stdout
+    );
+
+    // JSON summary.
+    let json_run = e.backup(&["--json"]);
+    let line = json_run.fails_with(1);
+    assert!(line.to_lowercase().contains("corrupt"), "{line}");
+    let summary = json_run.json();
+    let corrupt = summary["corrupt"].as_array().unwrap();
+    assert_eq!(corrupt.len(), 1, "{summary:#}");
+    assert!(
+        corrupt[0]
+            .as_str()
+            .unwrap()
+            .contains(&*data2.to_string_lossy()),
+        "{summary:#}"
+    );
+    let point = summary["point"].as_str().unwrap().to_string();
+    let files = shown_files(&e.show(&point));
+    let of_gen = |g: u64| -> BTreeSet<String> {
+        t.components()
+            .iter()
+            .map(|c| t.file_name(&Gen::Seq(g), c))
+            .collect()
+    };
+    assert_eq!(
+        files,
+        of_gen(1).union(&of_gen(3)).cloned().collect(),
+        "nb-1 and nb-3 backed up, nb-2 not"
+    );
+
+    // Repaired (the original bytes back): the next backup takes it.
+    fs::write(&data2, &good).unwrap();
+    let fixed = e.backup(&["--json"]);
+    fixed.succeeds();
+    let summary = fixed.json();
+    assert_eq!(summary["corrupt"].as_array().unwrap().len(), 0);
+    let show = e.show(summary["point"].as_str().unwrap());
+    assert_eq!(shown_files(&show).len(), 3 * t.components().len());
+    let recorded = show["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rel_path"] == "nb-2-big-Data.db")
+        .unwrap();
+    assert_eq!(
+        recorded["hash"].as_str().unwrap(),
+        blake3::hash(&good).to_hex().as_str()
+    );
+}
+
+/// Bad flags and bad state: the right exit code and one line that says what to do.
+#[test]
+fn bad_input_gives_one_line_and_the_right_exit_code() {
+    let mut e = Env::new();
+    e.node
+        .create_table("ks", "t", FixtureFormat::Nb)
+        .flush()
+        .run()
+        .unwrap();
+    let data = e.data.to_str().unwrap().to_string();
+
+    // No repository at all.
+    let mut cmd = e.bare();
+    cmd.args(["backup", "--data-dir", &data, "--node", "n1", "--catalog"])
+        .arg(&e.catalog);
+    let line = Env::run_cmd(cmd).fails_with(2).to_string();
+    assert!(line.contains("--repo"), "{line}");
+
+    // A repository that was never initialised.
+    let run = e.backup(&[]);
+    let line = run.fails_with(1);
+    assert!(line.contains("tablesafe init"), "{line}");
+    assert!(!e.catalog.exists(), "nothing created");
+
+    // init twice.
+    e.ts(&["init"]).succeeds();
+    let run = e.ts(&["init"]);
+    assert!(
+        run.fails_with(1).contains("already initialised"),
+        "{}",
+        run.stderr
+    );
+
+    // A catalog file that is not a catalog: refused, pointed to rebuild, untouched.
+    fs::create_dir_all(e.catalog.parent().unwrap()).unwrap();
+    let garbage = vec![0x5a_u8; 8192];
+    fs::write(&e.catalog, &garbage).unwrap();
+    let run = e.backup(&[]);
+    let line = run.fails_with(1);
+    assert!(line.contains("catalog rebuild"), "{line}");
+    assert!(line.contains(&*e.catalog.to_string_lossy()), "{line}");
+    assert_eq!(fs::read(&e.catalog).unwrap(), garbage, "catalog untouched");
+    e.remove_catalog();
+
+    // A data directory that does not exist.
+    let missing = e.root.join("no-such-data");
+    let run = e.ts(&["backup", "--data-dir", missing.to_str().unwrap()]);
+    let line = run.fails_with(1);
+    assert!(line.contains(&*missing.to_string_lossy()), "{line}");
+
+    // The same snapshot name twice.
+    e.snapshot_create("daily").succeeds();
+    let run = e.snapshot_create("daily");
+    let line = run.fails_with(1);
+    assert!(
+        line.contains("daily") && line.contains("already exists"),
+        "{line}"
+    );
+
+    // An empty filter.
+    let run = e.backup(&["--include", ""]);
+    assert!(run.fails_with(2).contains("filter"), "{}", run.stderr);
+
+    // A time nobody can read.
+    let run = e.ts(&["snapshot", "list", "--since", "yesterday-ish-garbage"]);
+    let line = run.fails_with(2);
+    assert!(line.contains("yesterday-ish-garbage"), "{line}");
+
+    // Nothing above recorded a second point.
+    assert_eq!(names(&e.list(&[])), ["daily"]);
+}
+
+/// Several backups and named points; the catalog deleted; `catalog rebuild` from the
+/// repository; `snapshot list --json` and `snapshot show --json` of every point answer
+/// exactly as before.
+#[test]
+fn catalog_rebuild_answers_exactly_as_before() {
+    let mut e = Env::new();
+    let mut nb = e.node.create_table("ks", "users", FixtureFormat::Nb);
+    let mut la = e.node.create_table("old", "items", FixtureFormat::La);
+    for t in [&mut nb, &mut la] {
+        t.flush().run().unwrap();
+        t.flush().run().unwrap();
+    }
+    e.backup(&["--init"]).succeeds();
+    nb.incremental_backup(&Gen::Seq(2)).run().unwrap();
+    nb.snapshot("weekly").run().unwrap();
+    e.snapshot_create("before-compaction").succeeds();
+    for t in [&mut nb, &mut la] {
+        t.compact(&[Gen::Seq(1), Gen::Seq(2)]).run().unwrap();
+    }
+    e.backup(&[]).succeeds();
+    nb.rewrite_statistics(&Gen::Seq(3)).run().unwrap();
+    la.flush().run().unwrap();
+    e.backup(&["--prune-incremental"]).succeeds();
+    e.snapshot_create("after").succeeds();
+
+    let list = e.list(&[]);
+    let points = names(&list);
+    assert_eq!(points.len(), 5, "{list:#}");
+    let shows: Vec<Value> = points.iter().map(|p| e.show(p)).collect();
+    let by_id: Vec<Value> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| e.show(&p["id"].to_string()))
+        .collect();
+    assert_eq!(shows, by_id, "a point by name or by id");
+
+    e.remove_catalog();
+    let run = e.ts(&["catalog", "rebuild"]);
+    run.succeeds();
+    assert!(run.stdout.contains("rebuilt catalog"), "{}", run.stdout);
+    assert!(e.catalog.exists());
+
+    assert_eq!(e.list(&[]), list, "snapshot list --json");
+    for (p, before) in points.iter().zip(&shows) {
+        assert_eq!(&e.show(p), before, "snapshot show {p} --json");
+    }
+    // The rebuilt catalog carries on: a backup with nothing new starts no version.
+    let next = e.backup(&["--json"]);
+    next.succeeds();
+    let summary = next.json();
+    assert_eq!(summary["versions_started"], 0, "{summary:#}");
+    assert_eq!(summary["versions_ended"], 0, "{summary:#}");
+    assert_eq!(summary["blobs_uploaded"], 0, "{summary:#}");
+}
+
+/// `snapshot list --since/--until` select by time, inclusive; `snapshot show` of an
+/// unknown name names the nearest ones.
+#[test]
+fn snapshot_list_filters_by_time_and_show_suggests_names() {
+    let mut e = Env::new();
+    let mut t = e.node.create_table("ks", "t", FixtureFormat::Nb);
+    t.flush().run().unwrap();
+    e.ts(&["init"]).succeeds();
+    for name in ["daily", "weekly", "monthly"] {
+        t.flush().run().unwrap();
+        e.snapshot_create(name).succeeds();
+    }
+    let all = e.list(&[]);
+    assert_eq!(names(&all), ["daily", "weekly", "monthly"]);
+    let times: Vec<i64> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["time"].as_i64().unwrap())
+        .collect();
+    assert!(times[0] < times[1] && times[1] < times[2], "{times:?}");
+    let at = |i: usize| timespec::format_precise(times[i]);
+
+    assert_eq!(names(&e.list(&["--since", &at(1)])), ["weekly", "monthly"]);
+    assert_eq!(names(&e.list(&["--until", &at(1)])), ["daily", "weekly"]);
+    assert_eq!(
+        names(&e.list(&["--since", &at(0), "--until", &at(1)])),
+        ["daily", "weekly"]
+    );
+    assert_eq!(
+        names(&e.list(&["--since", &timespec::format_precise(times[2] + 1)])),
+        Vec::<String>::new()
+    );
+    assert_eq!(names(&e.list(&["--since", "2h ago"])).len(), 3);
+    assert_eq!(names(&e.list(&["--since", "1d"])).len(), 3);
+    assert_eq!(names(&e.list(&["--until", "2000-01-01"])).len(), 0);
+    // Plain text lists the same points.
+    let text = e.ts(&["snapshot", "list", "--since", &at(1)]);
+    text.succeeds();
+    assert!(text.stdout.contains("weekly") && !text.stdout.contains("daily"));
+    assert!(text.stdout.contains("2 point(s)"), "{}", text.stdout);
+
+    let run = e.ts(&["snapshot", "show", "dayly"]);
+    let line = run.fails_with(1);
+    assert!(line.contains("dayly"), "{line}");
+    assert!(line.contains("nearest: daily"), "{line}");
+    assert!(
+        line.contains("weekly") && line.contains("monthly"),
+        "{line}"
+    );
+
+    // Known names work in text form too.
+    let run = e.ts(&["snapshot", "show", "weekly", "--files"]);
+    run.succeeds();
+    assert!(run.stdout.contains("ks.t: 24 files"), "{}", run.stdout);
+}
