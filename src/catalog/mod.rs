@@ -330,28 +330,30 @@ impl Catalog {
 
     /// Remembers file hashes by stat, in one transaction.
     pub fn remember_stats(&mut self, entries: &[(StatKey, Hash32)]) -> Result<(), CatalogError> {
+        self.execute_each(
+            "INSERT OR REPLACE INTO stat_cache (dev, ino, size, mtime_ns, ctime_ns, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            entries.iter().map(|(s, hash)| {
+                (s.dev as i64, s.ino as i64, s.size as i64, s.mtime_ns, s.ctime_ns, hash.as_slice())
+            }),
+        )
+    }
+
+    /// Runs one statement for each row of parameters, in one transaction.
+    fn execute_each<P: rusqlite::Params>(
+        &mut self,
+        sql: &str,
+        rows: impl IntoIterator<Item = P>,
+    ) -> Result<(), CatalogError> {
         let path = self.path.clone();
-        let sql = |source| sqlite_error(&path, source);
-        let tx = self.conn.transaction().map_err(sql)?;
+        let err = |source| sqlite_error(&path, source);
+        let tx = self.conn.transaction().map_err(err)?;
         {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO stat_cache (dev, ino, size, mtime_ns, ctime_ns, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .map_err(sql)?;
-            for (s, hash) in entries {
-                stmt.execute(params![
-                    s.dev as i64,
-                    s.ino as i64,
-                    s.size as i64,
-                    s.mtime_ns,
-                    s.ctime_ns,
-                    hash.as_slice()
-                ])
-                .map_err(sql)?;
+            let mut stmt = tx.prepare_cached(sql).map_err(err)?;
+            for row in rows {
+                stmt.execute(row).map_err(err)?;
             }
         }
-        tx.commit().map_err(sql)
+        tx.commit().map_err(err)
     }
 
     /// Every open version of `node` whose full path is at or below `root` (a data,
@@ -506,20 +508,10 @@ impl Catalog {
         paths: &[String],
         since: Micros,
     ) -> Result<(), CatalogError> {
-        let path = self.path.clone();
-        let sql = |source| sqlite_error(&path, source);
-        let tx = self.conn.transaction().map_err(sql)?;
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO dirty_roots (node, path, since) VALUES (?1, ?2, ?3)",
-                )
-                .map_err(sql)?;
-            for p in paths {
-                stmt.execute(params![node, p, since]).map_err(sql)?;
-            }
-        }
-        tx.commit().map_err(sql)
+        self.execute_each(
+            "INSERT OR IGNORE INTO dirty_roots (node, path, since) VALUES (?1, ?2, ?3)",
+            paths.iter().map(|p| (node, p.as_str(), since)),
+        )
     }
 
     /// The node's work queue: (directory, time it was first marked), oldest first.
@@ -542,20 +534,10 @@ impl Catalog {
         paths: &[String],
         pass_started: Micros,
     ) -> Result<(), CatalogError> {
-        let path = self.path.clone();
-        let sql = |source| sqlite_error(&path, source);
-        let tx = self.conn.transaction().map_err(sql)?;
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "DELETE FROM dirty_roots WHERE node = ?1 AND path = ?2 AND since <= ?3",
-                )
-                .map_err(sql)?;
-            for p in paths {
-                stmt.execute(params![node, p, pass_started]).map_err(sql)?;
-            }
-        }
-        tx.commit().map_err(sql)
+        self.execute_each(
+            "DELETE FROM dirty_roots WHERE node = ?1 AND path = ?2 AND since <= ?3",
+            paths.iter().map(|p| (node, p.as_str(), pass_started)),
+        )
     }
 
     /// Stores the daemon's status document (JSON) for `tablesafe status`.
