@@ -27,6 +27,8 @@ const NODE: &str = "n1";
 const ROUNDS: usize = 20;
 const TABLES: usize = 20;
 const SSTABLES_PER_TABLE: usize = 12;
+/// Rounds whose kill falls in successive slices of the first run.
+const STRATIFIED: usize = 6;
 
 /// A small deterministic PRNG (xorshift64), so every run of the test kills at the same
 /// offsets into each backup.
@@ -328,7 +330,14 @@ fn sigkill_at_random_moments_keeps_repository_and_catalog_consistent() {
             let gens = tables[i].live_generations();
             tables[i].compact(&gens[..3])
         });
-        let delay = Duration::from_millis(rng.below(span.as_millis() as u64 * 6 / 5 + 20));
+        // The first rounds kill within successive slices of the first (longest, uploading)
+        // run; later ones anywhere in the last complete run.
+        let delay = if round < STRATIFIED {
+            let slice = full.as_millis() as u64 / STRATIFIED as u64;
+            Duration::from_millis(slice * round as u64 + rng.below(slice))
+        } else {
+            Duration::from_millis(rng.below(span.as_millis() as u64 * 6 / 5 + 20))
+        };
         let t0 = Instant::now();
         let mut child = env.backup().spawn().unwrap();
         let was_killed = kill_after(&mut child, delay, concurrent.as_mut());
