@@ -15,6 +15,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use support::cli::{ok, tablesafe, text};
 use support::lifecycle::{Expected, FixtureFormat, Gen, Node, TableDir};
 use tablesafe::timespec::{self, Micros};
 
@@ -22,43 +23,6 @@ use tablesafe::timespec::{self, Micros};
 type Tree = BTreeMap<String, (String, Micros)>;
 
 const NODE: &str = "n1";
-
-/// The binary, with no configuration leaking in from the environment.
-fn tablesafe(home: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_tablesafe"));
-    for var in [
-        "TABLESAFE_CONFIG",
-        "TABLESAFE_REPO",
-        "TABLESAFE_CATALOG",
-        "TABLESAFE_NODE",
-        "TABLESAFE_LOG",
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_PROFILE",
-    ] {
-        c.env_remove(var);
-    }
-    c.env("HOME", home).env("XDG_DATA_HOME", home.join("xdg"));
-    c
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-#[track_caller]
-fn ok(out: Output) -> Output {
-    assert!(out.status.success(), "command failed: {}", text(&out));
-    out
-}
 
 fn mtime_micros(meta: &std::fs::Metadata) -> Micros {
     meta.mtime() * 1_000_000 + meta.mtime_nsec() / 1_000

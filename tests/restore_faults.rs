@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use support::cli::{ok, tablesafe, text};
 use support::lifecycle::{Expected, FixtureFormat, Gen, Node, TableDir};
 use tablesafe::catalog::{Batch, Catalog, Change, FileKey, mirror};
 use tablesafe::store::{Repository, StoreOptions};
@@ -23,36 +24,6 @@ use tablesafe::timespec::{self, Micros};
 type Tree = BTreeMap<String, (String, Micros)>;
 
 const NODE: &str = "n1";
-
-fn tablesafe(home: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_tablesafe"));
-    for var in [
-        "TABLESAFE_CONFIG",
-        "TABLESAFE_REPO",
-        "TABLESAFE_CATALOG",
-        "TABLESAFE_NODE",
-        "TABLESAFE_LOG",
-    ] {
-        c.env_remove(var);
-    }
-    c.env("HOME", home).env("XDG_DATA_HOME", home.join("xdg"));
-    c
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-#[track_caller]
-fn ok(out: Output) -> Output {
-    assert!(out.status.success(), "command failed: {}", text(&out));
-    out
-}
 
 /// The command failed with exit code 1 and exactly one line on stderr, `error: …`;
 /// returns that line.

@@ -5,12 +5,15 @@
 //! The real binary, a real `file://` repository and catalog, and a few hundred distinct
 //! files of 256 KiB to 1 MiB so that a restore takes long enough to be interrupted.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use support::cli::{tablesafe, text};
 use tablesafe::timespec::{self, Micros};
 
 /// Path relative to the data directory (or target) → (BLAKE3 hex, mtime µs).
@@ -18,30 +21,6 @@ type Tree = BTreeMap<String, (String, Micros)>;
 
 const SSTABLES: u32 = 48;
 const BIG_COMPONENTS: [&str; 4] = ["Data.db", "Index.db", "Filter.db", "Statistics.db"];
-
-fn tablesafe(home: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_tablesafe"));
-    for var in [
-        "TABLESAFE_CONFIG",
-        "TABLESAFE_REPO",
-        "TABLESAFE_CATALOG",
-        "TABLESAFE_NODE",
-        "TABLESAFE_LOG",
-    ] {
-        c.env_remove(var);
-    }
-    c.env("HOME", home).env("XDG_DATA_HOME", home.join("xdg"));
-    c
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn file_entry(path: &Path) -> (String, Micros) {
     let bytes = std::fs::read(path).unwrap();

@@ -294,18 +294,10 @@ impl Catalog {
 
     /// The hash remembered for a file whose stat matches exactly.
     pub fn cached_hash(&self, stat: &StatKey) -> Result<Option<Hash32>, CatalogError> {
-        self.conn
-            .prepare_cached(
-                "SELECT hash FROM stat_cache WHERE dev = ?1 AND ino = ?2 AND size = ?3 AND mtime_ns = ?4 AND ctime_ns = ?5",
-            )
-            .and_then(|mut stmt| {
-                stmt.query_row(
-                    params![stat.dev as i64, stat.ino as i64, stat.size as i64, stat.mtime_ns, stat.ctime_ns],
-                    |r| r.get::<_, [u8; 32]>(0),
-                )
-            })
-            .optional()
-            .map_err(self.err())
+        self.stat_cache_lookup(
+            "SELECT hash FROM stat_cache WHERE dev = ?1 AND ino = ?2 AND size = ?3 AND mtime_ns = ?4 AND ctime_ns = ?5",
+            params![stat.dev as i64, stat.ino as i64, stat.size as i64, stat.mtime_ns, stat.ctime_ns],
+        )
     }
 
     /// The hash remembered for the same inode with the same size and modification time
@@ -314,16 +306,20 @@ impl Catalog {
     /// and Cassandra never rewrites a component in place (Statistics.db, Summary.db and
     /// TOC.txt are rewritten as new files), so the content is the one remembered.
     pub fn cached_hash_relinked(&self, stat: &StatKey) -> Result<Option<Hash32>, CatalogError> {
+        self.stat_cache_lookup(
+            "SELECT hash FROM stat_cache WHERE dev = ?1 AND ino = ?2 AND size = ?3 AND mtime_ns = ?4",
+            params![stat.dev as i64, stat.ino as i64, stat.size as i64, stat.mtime_ns],
+        )
+    }
+
+    fn stat_cache_lookup(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Option<Hash32>, CatalogError> {
         self.conn
-            .prepare_cached(
-                "SELECT hash FROM stat_cache WHERE dev = ?1 AND ino = ?2 AND size = ?3 AND mtime_ns = ?4",
-            )
-            .and_then(|mut stmt| {
-                stmt.query_row(
-                    params![stat.dev as i64, stat.ino as i64, stat.size as i64, stat.mtime_ns],
-                    |r| r.get::<_, [u8; 32]>(0),
-                )
-            })
+            .prepare_cached(sql)
+            .and_then(|mut stmt| stmt.query_row(params, |r| r.get::<_, [u8; 32]>(0)))
             .optional()
             .map_err(self.err())
     }

@@ -1,4 +1,5 @@
 //! Helpers shared by integration tests. Each test crate uses a different subset.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod lifecycle;
