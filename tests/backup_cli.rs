@@ -90,19 +90,7 @@ impl Env {
 
     /// The binary with a clean environment (nothing from the user's shell or home).
     fn bare(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tablesafe"));
-        for var in [
-            "TABLESAFE_REPO",
-            "TABLESAFE_CATALOG",
-            "TABLESAFE_NODE",
-            "TABLESAFE_CONFIG",
-            "TABLESAFE_LOG",
-        ] {
-            cmd.env_remove(var);
-        }
-        cmd.env("HOME", self.root.join("home"))
-            .env("XDG_DATA_HOME", self.root.join("xdg"));
-        cmd
+        Command::from_std(support::cli::tablesafe(&self.root.join("home")))
     }
 
     fn run_cmd(mut cmd: Command) -> Run {

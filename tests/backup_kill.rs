@@ -63,19 +63,8 @@ impl Env {
     }
 
     fn command(&self, repo: &Path, catalog: &Path, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tablesafe"));
-        for var in [
-            "TABLESAFE_REPO",
-            "TABLESAFE_CATALOG",
-            "TABLESAFE_NODE",
-            "TABLESAFE_CONFIG",
-            "TABLESAFE_LOG",
-        ] {
-            cmd.env_remove(var);
-        }
-        cmd.env("HOME", self.root.join("home"))
-            .env("XDG_DATA_HOME", self.root.join("xdg"))
-            .args(args)
+        let mut cmd = support::cli::tablesafe(&self.root.join("home"));
+        cmd.args(args)
             .arg("--repo")
             .arg(format!("file://{}", repo.display()))
             .arg("--catalog")
