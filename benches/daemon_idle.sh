@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-60}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 cargo build --release --quiet --bin tablesafe
-ts="$PWD/$CARGO_TARGET_DIR/release/tablesafe"
+ts="$(cd "$CARGO_TARGET_DIR" && pwd)/release/tablesafe"
 work=$(mktemp -d /tmp/tablesafe-idle.XXXXXX)
 trap 'kill $pid 2>/dev/null; rm -rf "$work"' EXIT
 t="$work/data/ks/t-0123456789abcdef0123456789abcdef"

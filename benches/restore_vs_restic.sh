@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Times backup and full restore of the same data with tablesafe and restic, in one run, on
-# this machine, into local repositories, and prints the ratios.
+# this machine, into local repositories and into a local S3-protocol server (s3s-fs on
+# 127.0.0.1, its own process, the same for both tools), and prints the ratios.
 #
 #   benches/restore_vs_restic.sh [WORK_DIR]
 #
@@ -15,9 +16,10 @@ cd "$(dirname "$0")/.."
 work=${1:-$(mktemp -d /tmp/tablesafe-bench.XXXXXX)}
 mkdir -p "$work"
 command -v restic >/dev/null || { apt-get update -qq && apt-get install -y -qq restic; }
+command -v s3s-fs >/dev/null || cargo install --quiet --locked s3s-fs@0.14.1 --features binary
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 cargo build --release --quiet --bin tablesafe
-ts="$PWD/$CARGO_TARGET_DIR/release/tablesafe"
+ts="$(cd "$CARGO_TARGET_DIR" && pwd)/release/tablesafe"
 export RESTIC_PASSWORD=bench
 
 make_data() { # dir count size_bytes
@@ -31,23 +33,45 @@ make_data() { # dir count size_bytes
 
 secs() { /usr/bin/time -f %e "$@" 2>&1 >/dev/null | tail -1; }
 
-run() { # name
-  local name=$1 data="$work/$1/data"
-  local trepo="file://$work/$1/ts-repo" cat="$work/$1/ts.db" rrepo="$work/$1/restic-repo"
-  rm -rf "$work/$1/ts-repo" "$cat" "$rrepo" "$work/$1/ts-out" "$work/$1/restic-out"
+run() { # name backend(file|s3)
+  local name=$1 backend=$2 data="$work/$1/data" out="$work/$1/$2"
+  local trepo rrepo cat="$out/ts.db"
+  rm -rf "$out"; mkdir -p "$out"
+  if [ "$backend" = file ]; then
+    trepo="file://$out/ts-repo" rrepo="$out/restic-repo"
+  else
+    mkdir -p "$s3root/bench-$name"
+    trepo="s3://bench-$name/ts" rrepo="s3:http://127.0.0.1:$s3port/bench-$name/restic"
+  fi
   local tb rb tr rr
   tb=$(secs "$ts" --repo "$trepo" --catalog "$cat" --node bench backup --init --data-dir "$data")
   restic init -q -r "$rrepo"
   rb=$(secs restic -q -r "$rrepo" backup "$data")
-  tr=$(secs "$ts" --repo "$trepo" --catalog "$cat" --node bench restore --at now --to "$work/$1/ts-out")
-  rr=$(secs restic -q -r "$rrepo" restore latest --target "$work/$1/restic-out")
-  diff -rq "$data/ks" "$work/$1/ts-out/ks" >/dev/null || { echo "tablesafe restore differs" >&2; exit 1; }
-  printf '%-6s backup:  tablesafe %6.2f s  restic %6.2f s  ratio %.2fx\n' "$name" "$tb" "$rb" "$(echo "$rb / $tb" | bc -l)"
-  printf '%-6s restore: tablesafe %6.2f s  restic %6.2f s  ratio %.2fx\n' "$name" "$tr" "$rr" "$(echo "$rr / $tr" | bc -l)"
+  # The restores start from the repository alone: tablesafe rebuilds its catalog from it.
+  rm -f "$cat"
+  tr=$(secs "$ts" --repo "$trepo" --catalog "$cat" --node bench restore --at now --to "$out/ts-out")
+  rr=$(secs restic -q -r "$rrepo" restore latest --target "$out/restic-out")
+  diff -rq "$data/ks" "$out/ts-out/ks" >/dev/null || { echo "tablesafe restore differs" >&2; exit 1; }
+  diff -rq "$data/ks" "$out/restic-out$data/ks" >/dev/null || { echo "restic restore differs" >&2; exit 1; }
+  printf '%-6s %-5s backup:  tablesafe %6.2f s  restic %6.2f s  restic/tablesafe %.2fx\n' "$name" "$backend" "$tb" "$rb" "$(echo "$rb / $tb" | bc -l)"
+  printf '%-6s %-5s restore: tablesafe %6.2f s  restic %6.2f s  restic/tablesafe %.2fx\n' "$name" "$backend" "$tr" "$rr" "$(echo "$rr / $tr" | bc -l)"
+  rm -rf "$out"
 }
 
 [ -d "$work/large/data" ] || make_data "$work/large/data" 64 $((16 << 20))
 [ -d "$work/small/data" ] || make_data "$work/small/data" 5000 4096
+
+s3root="$work/s3"; s3port=${S3_PORT:-18014}
+mkdir -p "$s3root"
+s3s-fs --host 127.0.0.1 --port "$s3port" --access-key bench --secret-key benchsecret "$s3root" >/dev/null 2>&1 &
+s3pid=$!
+trap 'kill $s3pid 2>/dev/null' EXIT
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=benchsecret AWS_REGION=us-east-1
+export AWS_ENDPOINT=http://127.0.0.1:$s3port AWS_ALLOW_HTTP=true
+until (exec 3<>/dev/tcp/127.0.0.1/$s3port) 2>/dev/null; do sleep 0.2; done
+
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $(restic version | head -1)"
-run large
-run small
+for backend in file s3; do
+  run large "$backend"
+  run small "$backend"
+done
