@@ -87,14 +87,71 @@ pub enum Command {
     /// Rebuild the files a node had at a point in time.
     Restore(RestoreArgs),
     /// Apply retention and delete blobs nothing retained refers to.
-    Gc,
+    Gc(GcArgs),
     /// Check that every retained point can be restored.
-    Verify,
+    Verify(VerifyArgs),
     /// Show the daemon's backlog and last errors.
     Status(StatusArgs),
     /// Maintain the local catalog.
     #[command(subcommand)]
     Catalog(CatalogCommand),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GcArgs {
+    /// Keep every instant of this window before now restorable (e.g. 36h, 7d).
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// Keep the newest N snapshots of each node.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N hours that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N days that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the last N ISO weeks that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N months that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// Always keep this snapshot (repeatable).
+    #[arg(long = "keep-snapshot", value_name = "NAME")]
+    pub keep_snapshot: Vec<String>,
+    /// How long an unreferenced blob stays condemned before it is deleted; must exceed
+    /// the longest a node's backup records can wait to reach the repository.
+    #[arg(long, value_name = "DURATION", default_value = "24h")]
+    pub grace: String,
+    /// Show what would be dropped and deleted; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run even with no history in the repository, or a retention that keeps no past point.
+    #[arg(long)]
+    pub force: bool,
+    /// Concurrent delete requests.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub parallel: usize,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct VerifyArgs {
+    /// Also download every blob a retained point needs and check its content.
+    #[arg(long, conflicts_with = "read_data_subset")]
+    pub read_data: bool,
+    /// Download and check a random subset of the blobs, e.g. 5%.
+    #[arg(long, value_name = "PERCENT")]
+    pub read_data_subset: Option<String>,
+    /// Concurrent downloads.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub parallel: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -52,6 +52,8 @@ pub struct Config {
     pub exclude: Option<Vec<String>>,
     /// Settings for `s3://` repositories; AWS_* environment variables fill the rest.
     pub s3: Option<S3Config>,
+    /// `[retention]`: what `tablesafe gc` keeps when no --keep-* flag is given.
+    pub retention: Option<crate::gc::RetentionPolicy>,
 }
 
 /// `[s3]` section. Credentials belong in the environment (AWS_ACCESS_KEY_ID,

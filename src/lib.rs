@@ -10,6 +10,8 @@
 //!   snapshots, and the change batches mirrored to the repository.
 //! - [`backup`]: one backup pass: scan, upload what is new, record every change.
 //! - [`restore`]: point-in-time restore: plan from the catalog, verified parallel download.
+//! - [`gc`]: retention and two-phase deletion of blobs nothing retained refers to.
+//! - [`verify`]: checks that every retained point can be restored.
 //! - [`metrics`]: the daemon's Prometheus endpoint.
 //! - [`progress`]: counters long-running commands update for progress reports.
 //! - [`timespec`]: times as operators write them.
@@ -22,9 +24,11 @@ pub mod backup;
 pub mod cassandra;
 pub mod catalog;
 pub mod config;
+pub mod gc;
 pub mod metrics;
 pub mod progress;
 pub mod restore;
 pub mod store;
 pub mod timespec;
+pub mod verify;
 pub mod watch;

@@ -2,7 +2,7 @@
 //! command, and turn its outcome into a one-line message and an exit code.
 //!
 //! Exit codes: 0 success, 1 the command failed (or found a problem it reports),
-//! 2 bad usage or configuration, 3 the command is not built yet.
+//! 2 bad usage or configuration.
 
 mod cli;
 mod commands;

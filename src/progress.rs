@@ -25,6 +25,12 @@ impl Progress {
         self.bytes_done.fetch_add(bytes, Ordering::Relaxed);
     }
 
+    /// Counts `files` files of `bytes` bytes in all done.
+    pub fn add_done_many(&self, files: u64, bytes: u64) {
+        self.files_done.fetch_add(files, Ordering::Relaxed);
+        self.bytes_done.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     /// (files done, files total, bytes done, bytes total).
     pub fn snapshot(&self) -> (u64, u64, u64, u64) {
         (

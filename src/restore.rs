@@ -126,6 +126,16 @@ pub enum RestoreError {
         earliest: String,
         latest: String,
     },
+    #[error(
+        "{asked} is no longer restorable for node {node:?}: gc's retention (applied {applied}) keeps every instant from {keep_from} on and, before that, only {points} retained snapshot times; restore a snapshot (`tablesafe snapshot list`) or a time from {keep_from} on"
+    )]
+    NotRetained {
+        node: String,
+        asked: String,
+        applied: String,
+        keep_from: String,
+        points: usize,
+    },
     #[error("{input:?} is neither a time nor a snapshot of node {node:?}{nearest}")]
     UnknownPoint {
         input: String,
@@ -221,30 +231,47 @@ fn nearest_names(snapshots: &[SnapshotRow], wanted: &str) -> String {
 /// Plans a restore from the catalog alone.
 pub fn plan(catalog: &Catalog, point: Point, opts: &RestoreOptions) -> Result<Plan, RestoreError> {
     let node = opts.node.as_str();
-    let Some((earliest, latest)) = catalog.history_bounds(node)? else {
-        let mut known: Vec<String> = catalog
-            .snapshots(&SnapshotFilter::default())?
-            .into_iter()
-            .map(|s| s.node)
-            .collect();
-        known.sort();
-        known.dedup();
-        return Err(RestoreError::NoHistory {
-            node: node.to_string(),
-            known: if known.is_empty() {
-                "none".into()
-            } else {
-                known.join(", ")
-            },
-        });
-    };
-    if point.time < earliest {
-        return Err(RestoreError::BeforeHistory {
+    // History gc thinned: the versions of that instant may be partly forgotten.
+    let retention = catalog.retention(node)?;
+    if let Some(retention) = &retention
+        && !retention.keeps(point.time)
+    {
+        return Err(RestoreError::NotRetained {
             node: node.to_string(),
             asked: timespec::format_precise(point.time),
-            earliest: timespec::format_precise(earliest),
-            latest: timespec::format_precise(latest),
+            applied: timespec::format_precise(retention.applied_at),
+            keep_from: timespec::format_precise(retention.keep_from),
+            points: retention.points.len(),
         });
+    }
+    // A named point, or an instant retention vouches for, may well have held no files;
+    // any other time before the first file is most likely a mistyped time.
+    if point.snapshot.is_none() && retention.is_none() {
+        let Some((earliest, latest)) = catalog.history_bounds(node)? else {
+            let mut known: Vec<String> = catalog
+                .snapshots(&SnapshotFilter::default())?
+                .into_iter()
+                .map(|s| s.node)
+                .collect();
+            known.sort();
+            known.dedup();
+            return Err(RestoreError::NoHistory {
+                node: node.to_string(),
+                known: if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                },
+            });
+        };
+        if point.time < earliest {
+            return Err(RestoreError::BeforeHistory {
+                node: node.to_string(),
+                asked: timespec::format_precise(point.time),
+                earliest: timespec::format_precise(earliest),
+                latest: timespec::format_precise(latest),
+            });
+        }
     }
     let mut files: Vec<PlannedFile> = Vec::new();
     let mut tables: BTreeMap<PathBuf, PlannedTable> = BTreeMap::new();

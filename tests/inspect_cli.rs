@@ -253,12 +253,27 @@ fn a_missing_data_dir_is_one_clear_line() {
 }
 
 #[test]
-fn commands_not_built_yet_say_so_and_exit_3() {
-    for args in [vec!["gc"], vec!["verify"]] {
+fn gc_and_verify_reject_bad_flags_with_one_line_and_exit_2() {
+    for (args, wanted) in [
+        (
+            vec!["gc", "--grace", "soon"],
+            "--grace \"soon\" is not a duration",
+        ),
+        (
+            vec!["gc", "--keep-within", "3 parsecs"],
+            "--keep-within \"3 parsecs\" is not a duration",
+        ),
+        (
+            vec!["verify", "--read-data-subset", "0%"],
+            "--read-data-subset \"0%\" is not a percentage",
+        ),
+        (vec!["gc"], "no repository given"),
+    ] {
         let out = tablesafe().args(&args).output().unwrap();
-        assert_eq!(out.status.code(), Some(3), "{args:?}");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8(out.stderr).unwrap();
-        assert!(stderr.contains("is not built yet"), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(wanted), "{args:?}: {stderr}");
     }
 }
 

@@ -89,6 +89,8 @@ pub struct BackupSummary {
     pub bytes_read: u64,
     pub blobs_uploaded: u64,
     pub bytes_uploaded: u64,
+    /// Blobs gc had condemned that this pass needed and uploaded again.
+    pub blobs_rescued: u64,
     pub versions_started: u64,
     pub versions_ended: u64,
     /// SSTables skipped because Data.db does not match its Digest (one line each).
@@ -185,6 +187,8 @@ pub async fn run(
         PointMode::None => None,
     };
     mirror::upload_pending(repo, catalog, node).await?;
+    // Which blobs gc condemned or deleted: those are never assumed to exist.
+    mirror::sync_gc_log(repo, catalog).await?;
     let mut summary = BackupSummary::default();
     let pins = match &opts.pin_dir {
         Some(dir) => match Pins::open(dir) {
@@ -235,6 +239,7 @@ pub async fn run(
             seen,
             unbacked,
             pinned,
+            rescued,
         } = backup_data_dir(
             repo,
             catalog,
@@ -260,6 +265,7 @@ pub async fn run(
         }
         // Pins may go once the versions of their files are committed.
         recorder.commit(repo, catalog).await?;
+        recheck_rescued(repo, &rescued, &mut summary).await?;
         if let Some(pins) = &pins {
             release_pins(pins, catalog, &pinned)?;
         }
@@ -334,6 +340,8 @@ struct Recorded {
     /// read): a recorded version stays open, and `--prune-incremental` must keep them.
     unbacked: HashSet<FileKey>,
     pinned: Vec<Pinned>,
+    /// Condemned blobs uploaded again, and the files they were read from.
+    rescued: Vec<(Hash32, Vec<FoundFile>)>,
 }
 
 /// Backs up one scanned data directory.
@@ -501,12 +509,18 @@ async fn backup_data_dir(
     recorder.commit_if_full(repo, catalog).await?;
 
     // New content: upload, and record each blob's files only once it is durable.
-    let mut results = futures::stream::iter(uploads.into_iter().map(|(id, files)| async move {
-        let outcome = upload_one(repo, &files).await;
-        (id, files, outcome)
-    }))
-    .buffer_unordered(parallel);
-    while let Some((id, files, outcome)) = results.next().await {
+    let mut rescued = Vec::new();
+    let uploads: Vec<(Hash32, Vec<FoundFile>, bool)> = uploads
+        .into_iter()
+        .map(|(id, files)| Ok((id, files, catalog.is_condemned(&id)?)))
+        .collect::<Result<_, CatalogError>>()?;
+    let mut results =
+        futures::stream::iter(uploads.into_iter().map(|(id, files, again)| async move {
+            let outcome = upload_one(repo, &files, again).await;
+            (id, files, again, outcome)
+        }))
+        .buffer_unordered(parallel);
+    while let Some((id, files, again, outcome)) = results.next().await {
         match outcome {
             Ok(Some(put)) => {
                 if put.id.as_bytes() != &id {
@@ -516,6 +530,10 @@ async fn backup_data_dir(
                         keep_open(open, &f.key, &mut seen, &mut unbacked);
                     }
                     continue;
+                }
+                if again {
+                    summary.blobs_rescued += 1;
+                    rescued.push((id, files.clone()));
                 }
                 if put.uploaded {
                     summary.blobs_uploaded += 1;
@@ -550,6 +568,7 @@ async fn backup_data_dir(
         seen,
         unbacked,
         pinned,
+        rescued,
     })
 }
 
@@ -621,13 +640,43 @@ fn record(
     }
 }
 
-/// Uploads one blob from the first of its files that still exists.
+/// After the records that refer to rescued blobs reached the repository: a gc that had
+/// already decided to delete one of them (it listed the blobs before the upload and
+/// read the logs before the record) may have deleted it since. Upload it once more.
+async fn recheck_rescued(
+    repo: &Repository,
+    rescued: &[(Hash32, Vec<FoundFile>)],
+    summary: &mut BackupSummary,
+) -> Result<(), BackupError> {
+    for (id, files) in rescued {
+        if repo.exists(&crate::store::BlobId::from_bytes(*id)).await? {
+            continue;
+        }
+        tracing::warn!(blob = %hex::encode(id), "a rescued blob was deleted by a concurrent gc; uploading it again");
+        if upload_one(repo, files, true).await?.is_none() {
+            summary.problems.push(format!(
+                "blob {} was deleted by a concurrent gc and its files are gone: the versions that need it cannot be restored",
+                hex::encode(id)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Uploads one blob from the first of its files that still exists; `again` uploads
+/// even over an existing object (a condemned blob being rescued).
 async fn upload_one(
     repo: &Repository,
     files: &[FoundFile],
+    again: bool,
 ) -> Result<Option<crate::store::PutOutcome>, StoreError> {
     for f in files {
-        match repo.put_file(&f.path).await {
+        let put = if again {
+            repo.put_file_again(&f.path).await
+        } else {
+            repo.put_file(&f.path).await
+        };
+        match put {
             Ok(put) => return Ok(Some(put)),
             Err(e) if source_vanished(&e) => continue,
             Err(e) => return Err(e),

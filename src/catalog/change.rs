@@ -90,7 +90,33 @@ pub enum Change {
         detail: String,
         at: Micros,
     },
+    // The variants below are written only by `tablesafe gc`, to the repository's gc log
+    // (`gc/log/<seq>`, stream [`GC_STREAM`]); every catalog replays them after the nodes'
+    // own logs. New variants go at the end: bincode numbers variants by position.
+    /// Retention applied to `node`: every instant from `keep_from` on stays restorable,
+    /// and before it only the instants in `points` (retained snapshots). Versions that
+    /// ended by `keep_from` and cover no retained point are forgotten, and the snapshots
+    /// in `dropped_snapshots` with them.
+    Retention {
+        node: String,
+        keep_from: Micros,
+        points: Vec<Micros>,
+        dropped_snapshots: Vec<String>,
+    },
+    /// No retained version refers to these blobs: condemned at the batch's time. A
+    /// backup that needs one again uploads it again (its last-modified time then
+    /// postdates the condemnation, which saves it), and gc deletes it only after the
+    /// grace period if it is still unreferenced and untouched.
+    Condemn { hashes: Vec<Hash32> },
+    /// These condemned blobs are referenced (or were uploaded) again: no longer condemned.
+    Absolve { hashes: Vec<Hash32> },
+    /// These blobs were deleted from the repository.
+    Delete { hashes: Vec<Hash32> },
 }
+
+/// The name under which gc's batches are numbered (`gc/log/<seq>`): not a valid node
+/// name, since node names become object key segments and never start with `@`.
+pub const GC_STREAM: &str = "@gc";
 
 /// A committed group of changes from one node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

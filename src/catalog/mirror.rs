@@ -8,10 +8,13 @@
 //!
 //! `catalog rebuild` LISTs `nodes/` and the log prefixes (never `blobs/`) and replays every
 //! batch in order through [`Catalog::apply_batch`], the same code a backup uses.
+//!
+//! `gc/log/<seq>` is gc's own log (retention applied, blobs condemned, absolved and
+//! deleted), replayed by every catalog after the nodes' logs.
 
 use bytes::Bytes;
 
-use super::{Batch, Catalog, CatalogError};
+use super::{Batch, Catalog, CatalogError, GC_STREAM};
 use crate::store::{Repository, StoreError};
 
 /// Errors mirroring the catalog to or from the repository.
@@ -27,6 +30,10 @@ pub enum MirrorError {
     Conflict { node: String, seq: u64 },
     #[error("catalog log object {key} in the repository is unusable: {detail}")]
     BadLog { key: String, detail: String },
+    #[error(
+        "another tablesafe gc wrote {key} first: two gc runs were working on this repository at once; run gc again once the other has finished"
+    )]
+    GcRace { key: String },
     #[error("no catalog history for node {node:?} in the repository (nodes found: {found})")]
     UnknownNode { node: String, found: String },
 }
@@ -90,20 +97,18 @@ pub async fn nodes(repo: &Repository) -> Result<Vec<String>, MirrorError> {
 }
 
 /// Replays the repository's log of `node` into `catalog`. Batches already applied are
-/// skipped, so this also catches a catalog up. Returns how many batches were applied.
+/// skipped (and not even fetched), so this also catches a catalog up. Returns how many
+/// batches were applied.
 pub async fn rebuild_node(
     repo: &Repository,
     catalog: &mut Catalog,
     node: &str,
 ) -> Result<usize, MirrorError> {
-    let prefix = format!("nodes/{node}/log/");
-    let mut keys: Vec<String> = repo
-        .list_objects(&prefix)
-        .await?
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
-    if keys.is_empty() {
+    let applied = follow(repo, catalog, node, &format!("nodes/{node}/log/"), &|seq| {
+        log_key(node, seq)
+    })
+    .await?;
+    if applied.is_none() {
         let found = nodes(repo).await?;
         return Err(MirrorError::UnknownNode {
             node: node.to_string(),
@@ -114,11 +119,84 @@ pub async fn rebuild_node(
             },
         });
     }
-    keys.sort();
+    Ok(applied.unwrap_or(0))
+}
+
+/// Object key of gc's batch `seq`.
+pub fn gc_log_key(seq: u64) -> String {
+    format!("gc/log/{seq:020}")
+}
+
+/// Catches `catalog` up with gc's log (retention applied, blobs condemned, absolved and
+/// deleted). Every command that trusts the catalog's idea of which blobs exist calls
+/// this first: one short LIST when nothing is new.
+pub async fn sync_gc_log(repo: &Repository, catalog: &mut Catalog) -> Result<usize, MirrorError> {
+    Ok(follow(repo, catalog, GC_STREAM, "gc/log/", &gc_log_key)
+        .await?
+        .unwrap_or(0))
+}
+
+/// Catches `catalog` up with every node's log, then gc's. Returns the nodes.
+pub async fn sync_all(
+    repo: &Repository,
+    catalog: &mut Catalog,
+) -> Result<Vec<String>, MirrorError> {
+    let nodes = nodes(repo).await?;
+    for node in &nodes {
+        rebuild_node(repo, catalog, node).await?;
+    }
+    sync_gc_log(repo, catalog).await?;
+    Ok(nodes)
+}
+
+/// Writes gc's next batch: created only if absent, so two gc runs can never both
+/// write batch N; the loser stops with [`MirrorError::GcRace`]. Applies it locally.
+pub async fn append_gc_batch(
+    repo: &Repository,
+    catalog: &mut Catalog,
+    changes: Vec<super::Change>,
+) -> Result<Batch, MirrorError> {
+    let seq = catalog.last_seq(GC_STREAM)? + 1;
+    let batch = Batch {
+        node: GC_STREAM.to_string(),
+        seq,
+        time: crate::timespec::now(),
+        changes,
+    };
+    let key = gc_log_key(seq);
+    let body = Bytes::from(batch.encode().map_err(|e| MirrorError::BadLog {
+        key: key.clone(),
+        detail: e.to_string(),
+    })?);
+    if !repo.put_object_if_absent(&key, body).await? {
+        return Err(MirrorError::GcRace { key });
+    }
+    catalog.apply_batch(&batch, true)?;
+    Ok(batch)
+}
+
+/// Applies the batches of one stream (a node's log or gc's) that `catalog` does not
+/// have yet, in order. `None` when the repository holds no batch of it at all.
+async fn follow(
+    repo: &Repository,
+    catalog: &mut Catalog,
+    stream: &str,
+    prefix: &str,
+    key_of: &dyn Fn(u64) -> String,
+) -> Result<Option<usize>, MirrorError> {
+    let last = catalog.last_seq(stream)?;
+    let listed = if last == 0 {
+        repo.list_objects(prefix).await?
+    } else {
+        repo.list_objects_after(prefix, &key_of(last)).await?
+    };
+    if last == 0 && listed.is_empty() {
+        return Ok(None);
+    }
     let mut applied = 0;
-    for (i, key) in keys.into_iter().enumerate() {
+    for (i, (key, _)) in listed.into_iter().enumerate() {
         // Uploads go strictly in order, so a gap can only be damage to the repository.
-        let expected = log_key(node, i as u64 + 1);
+        let expected = key_of(last + i as u64 + 1);
         if key != expected {
             return Err(MirrorError::BadLog {
                 key: expected,
@@ -130,15 +208,15 @@ pub async fn rebuild_node(
             key: key.clone(),
             detail: e.to_string(),
         })?;
-        if batch.node != node || log_key(node, batch.seq) != key {
+        if batch.node != stream || key_of(batch.seq) != key {
             return Err(MirrorError::BadLog {
                 key,
-                detail: format!("holds batch {} of node {:?}", batch.seq, batch.node),
+                detail: format!("holds batch {} of {:?}", batch.seq, batch.node),
             });
         }
         if catalog.apply_batch(&batch, true)? {
             applied += 1;
         }
     }
-    Ok(applied)
+    Ok(Some(applied))
 }

@@ -12,6 +12,7 @@
 
 pub mod change;
 pub mod mirror;
+pub mod reach;
 mod schema;
 
 use std::collections::HashMap;
@@ -20,7 +21,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-pub use change::{Batch, Change, CodecError, FileKey, Hash32};
+pub use change::{Batch, Change, CodecError, FileKey, GC_STREAM, Hash32};
 
 use crate::timespec::Micros;
 
@@ -130,6 +131,22 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
+}
+
+/// The retention gc applied to a node: every instant from `keep_from` on is restorable,
+/// and before it only `points`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedRetention {
+    pub applied_at: Micros,
+    pub keep_from: Micros,
+    pub points: Vec<Micros>,
+}
+
+impl AppliedRetention {
+    /// Whether the instant `t` can still be restored exactly.
+    pub fn keeps(&self, t: Micros) -> bool {
+        t >= self.keep_from || self.points.contains(&t)
+    }
 }
 
 /// Filters for [`Catalog::snapshots`].
@@ -282,14 +299,64 @@ impl Catalog {
             .map_err(self.err())
     }
 
-    /// True when the repository is known to hold this blob.
+    /// True when the repository is known to hold this blob and gc has not condemned
+    /// it (a condemned blob may be deleted any time after its grace period, so a backup
+    /// that needs it uploads it again).
     pub fn has_blob(&self, hash: &Hash32) -> Result<bool, CatalogError> {
         self.conn
-            .prepare_cached("SELECT 1 FROM blobs WHERE hash = ?1")
+            .prepare_cached(
+                "SELECT 1 FROM blobs WHERE hash = ?1
+                 AND NOT EXISTS (SELECT 1 FROM condemned WHERE hash = ?1)",
+            )
             .and_then(|mut stmt| stmt.query_row([hash.as_slice()], |_| Ok(())))
             .optional()
             .map(|o| o.is_some())
             .map_err(self.err())
+    }
+
+    /// True when gc has condemned this blob (and no upload since has saved it).
+    pub fn is_condemned(&self, hash: &Hash32) -> Result<bool, CatalogError> {
+        self.conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM condemned WHERE hash = ?1)")
+            .and_then(|mut stmt| stmt.query_row([hash.as_slice()], |r| r.get(0)))
+            .map_err(self.err())
+    }
+
+    /// The retention gc last applied to `node`, if any.
+    pub fn retention(&self, node: &str) -> Result<Option<AppliedRetention>, CatalogError> {
+        let row: Option<(Micros, Micros, String)> = self
+            .conn
+            .query_row(
+                "SELECT applied_at, keep_from, points FROM retention WHERE node = ?1",
+                [node],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(self.err())?;
+        row.map(|(applied_at, keep_from, points)| {
+            let points = serde_json::from_str(&points).map_err(|e| CatalogError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("retention points of node {node:?}: {e}"),
+            })?;
+            Ok(AppliedRetention {
+                applied_at,
+                keep_from,
+                points,
+            })
+        })
+        .transpose()
+    }
+
+    /// Every node with history in this catalog (not gc's own stream), sorted.
+    pub fn nodes(&self) -> Result<Vec<String>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT DISTINCT node FROM batches WHERE node != ?1 ORDER BY node")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([GC_STREAM], |r| r.get(0))
+            .map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
     }
 
     /// The hash remembered for a file whose stat matches exactly.

@@ -118,6 +118,23 @@ const MIGRATIONS: &[&str] = &[
         body TEXT NOT NULL
     ) WITHOUT ROWID;
     ",
+    // 3: garbage collection (replayed from the repository's gc log).
+    "
+    -- Blobs gc found unreferenced, since when. A backup never trusts these to exist.
+    CREATE TABLE condemned (
+        hash  BLOB PRIMARY KEY,
+        since INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    -- The retention gc last applied to each node: every instant from keep_from on is
+    -- restorable, and before it only the retained points (JSON array of times).
+    CREATE TABLE retention (
+        node       TEXT PRIMARY KEY,
+        applied_at INTEGER NOT NULL,
+        keep_from  INTEGER NOT NULL,
+        points     TEXT NOT NULL
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build writes.
@@ -272,6 +289,9 @@ pub fn apply_change(
                 *stored_size as i64,
                 time
             ])?;
+            // Uploaded (again) after it was condemned: the upload saved it.
+            tx.prepare_cached("DELETE FROM condemned WHERE hash = ?1 AND since <= ?2")?
+                .execute(params![hash.as_slice(), time])?;
         }
         Change::Start {
             key,
@@ -340,6 +360,84 @@ pub fn apply_change(
                 at
             ])?;
         }
+        Change::Retention {
+            node: retained_node,
+            keep_from,
+            points,
+            dropped_snapshots,
+        } => apply_retention(
+            tx,
+            retained_node,
+            time,
+            *keep_from,
+            points,
+            dropped_snapshots,
+        )?,
+        Change::Condemn { hashes } => {
+            let mut stmt = tx
+                .prepare_cached("INSERT OR REPLACE INTO condemned (hash, since) VALUES (?1, ?2)")?;
+            for h in hashes {
+                stmt.execute(params![h.as_slice(), time])?;
+            }
+        }
+        Change::Absolve { hashes } => {
+            let mut stmt = tx.prepare_cached("DELETE FROM condemned WHERE hash = ?1")?;
+            for h in hashes {
+                stmt.execute([h.as_slice()])?;
+            }
+        }
+        Change::Delete { hashes } => {
+            let mut gone = tx.prepare_cached("DELETE FROM condemned WHERE hash = ?1")?;
+            let mut unknown = tx.prepare_cached("DELETE FROM blobs WHERE hash = ?1")?;
+            for h in hashes {
+                gone.execute([h.as_slice()])?;
+                unknown.execute([h.as_slice()])?;
+            }
+        }
     }
+    Ok(())
+}
+
+/// Forgets what a retention no longer keeps: versions of `node` that ended by
+/// `keep_from` and cover none of `points`, and the dropped snapshots. Versions still
+/// open, or ending later, are never touched, so replaying the node's log again later
+/// (a rebuild) and this change after it gives the same catalog.
+fn apply_retention(
+    tx: &Transaction<'_>,
+    node: &str,
+    applied_at: i64,
+    keep_from: i64,
+    points: &[i64],
+    dropped_snapshots: &[String],
+) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS kept_points (t INTEGER PRIMARY KEY);
+         DELETE FROM kept_points;",
+    )?;
+    {
+        let mut stmt = tx.prepare_cached("INSERT OR IGNORE INTO kept_points (t) VALUES (?1)")?;
+        for t in points {
+            stmt.execute([t])?;
+        }
+    }
+    tx.prepare_cached(
+        "DELETE FROM versions
+         WHERE valid_to IS NOT NULL AND valid_to <= ?2
+           AND file_id IN (SELECT id FROM files WHERE node = ?1)
+           AND NOT EXISTS (SELECT 1 FROM kept_points p
+                           WHERE p.t >= versions.valid_from AND p.t < versions.valid_to)",
+    )?
+    .execute(params![node, keep_from])?;
+    {
+        let mut stmt = tx.prepare_cached("DELETE FROM snapshots WHERE node = ?1 AND name = ?2")?;
+        for name in dropped_snapshots {
+            stmt.execute(params![node, name])?;
+        }
+    }
+    let points_json = serde_json::to_string(points).unwrap_or_else(|_| "[]".into());
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO retention (node, applied_at, keep_from, points) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![node, applied_at, keep_from, points_json])?;
     Ok(())
 }

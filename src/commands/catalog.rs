@@ -31,6 +31,10 @@ pub fn rebuild(args: &RebuildArgs, settings: &Settings) -> Result<ExitCode, Fail
                 .await
                 .with_context(|| format!("rebuilding node {node}"))?;
         }
+        // Then gc's log: retention, condemned and deleted blobs.
+        mirror::sync_gc_log(&repo, &mut catalog)
+            .await
+            .context("replaying gc's log")?;
         Ok::<_, Failure>((nodes, batches))
     })?;
     remove_db(&path)?;

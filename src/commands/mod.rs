@@ -4,6 +4,7 @@
 mod backup;
 mod catalog;
 mod daemon;
+mod gc;
 mod init;
 mod inspect;
 mod progress;
@@ -11,6 +12,7 @@ mod repo;
 mod restore;
 mod snapshot;
 mod status;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,8 +29,6 @@ pub enum Failure {
     Failed(anyhow::Error),
     /// Bad flags or configuration (exit 2).
     Usage(String),
-    /// The command exists in the interface but is not built yet (exit 3).
-    NotBuilt { command: &'static str, issue: u32 },
 }
 
 impl Failure {
@@ -37,9 +37,6 @@ impl Failure {
             // `{:#}` joins the error chain on one line: "what failed: why".
             Failure::Failed(e) => format!("{e:#}"),
             Failure::Usage(m) => m.clone(),
-            Failure::NotBuilt { command, issue } => format!(
-                "`tablesafe {command}` is not built yet (planned in issue #{issue}); nothing was done"
-            ),
         }
     }
 
@@ -47,7 +44,6 @@ impl Failure {
         match self {
             Failure::Failed(_) => 1,
             Failure::Usage(_) => 2,
-            Failure::NotBuilt { .. } => 3,
         }
     }
 }
@@ -69,6 +65,8 @@ pub struct Settings {
     pub include: Vec<String>,
     pub exclude: Vec<String>,
     pub store: StoreOptions,
+    /// `[retention]` from the config file (gc's flags win).
+    pub retention: Option<tablesafe::gc::RetentionPolicy>,
     /// The flags these settings came from, to re-read the config file on SIGHUP.
     pub global: GlobalArgs,
 }
@@ -87,9 +85,9 @@ impl Settings {
             Some(n) => n,
             None => gethostname::gethostname().to_string_lossy().into_owned(),
         };
-        if node.is_empty() || node.contains('/') {
+        if node.is_empty() || node.contains('/') || node.starts_with('@') {
             return Err(Failure::Usage(format!(
-                "node name {node:?} is not usable: give --node a non-empty name without '/'"
+                "node name {node:?} is not usable: give --node a non-empty name without '/' that does not start with '@'"
             )));
         }
         let log_format = global
@@ -154,6 +152,7 @@ impl Settings {
             include: config.include.unwrap_or_default(),
             exclude: config.exclude.unwrap_or_default(),
             store,
+            retention: config.retention,
             repo: global.repo.clone().or(config.repo),
             catalog: global.catalog.clone().or(config.catalog),
             node,
@@ -166,7 +165,6 @@ impl Settings {
 }
 
 pub fn run(command: Command, settings: &Settings) -> Result<ExitCode, Failure> {
-    let not_built = |command, issue| Err(Failure::NotBuilt { command, issue });
     match command {
         Command::Inspect(args) => inspect::run(&args, settings),
         Command::Init => init::run(settings),
@@ -180,8 +178,8 @@ pub fn run(command: Command, settings: &Settings) -> Result<ExitCode, Failure> {
         Command::Restore(args) => restore::run(&args, settings),
         Command::Daemon(args) => daemon::run(&args, settings),
         Command::Status(args) => status::run(&args, settings),
-        Command::Gc => not_built("gc", 7),
-        Command::Verify => not_built("verify", 7),
+        Command::Gc(args) => gc::run(&args, settings),
+        Command::Verify(args) => verify::run(&args, settings),
     }
 }
 

@@ -31,6 +31,17 @@ pub async fn open_repo(settings: &Settings, create: bool) -> Result<Repository, 
     }
 }
 
+/// The catalog gc and verify use: every node's history, next to the node's own catalog
+/// (`<node catalog stem>.all-nodes.db`), kept between runs so only new batches are read.
+pub fn all_nodes_catalog_path(settings: &Settings, url: &str) -> PathBuf {
+    let own = catalog_path(settings, url);
+    let stem = own
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "catalog".into());
+    own.with_file_name(format!("{stem}.all-nodes.db"))
+}
+
 /// `--catalog`, or the default path for this repository and node.
 pub fn catalog_path(settings: &Settings, url: &str) -> PathBuf {
     settings
@@ -60,5 +71,9 @@ pub async fn open_catalog(settings: &Settings, repo: &Repository) -> Result<Cata
             })?;
         tracing::info!(applied, node = %settings.node, "caught the catalog up from the repository");
     }
+    // What gc forgot, condemned and deleted since this catalog last looked.
+    mirror::sync_gc_log(repo, &mut catalog)
+        .await
+        .with_context(|| format!("reading gc's log into catalog {}", path.display()))?;
     Ok(catalog)
 }

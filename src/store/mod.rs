@@ -35,7 +35,7 @@ pub use options::{
     CompressionOptions, PutStrategy, RetryOptions, S3Options, Secret, Sse, StoreOptions,
 };
 pub use repo::{
-    CONFIG_KEY, CompressionConfig, PutOutcome, REPO_FORMAT_VERSION, RepoConfig, Repository,
-    blob_key,
+    BlobObject, CONFIG_KEY, CompressionConfig, PutOutcome, REPO_FORMAT_VERSION, RepoConfig,
+    Repository, blob_key,
 };
 pub use url::{RepoUrl, Scheme};

@@ -134,6 +134,14 @@ pub fn blob_key(id: &BlobId) -> ObjectPath {
     ObjectPath::from(format!("blobs/{}/{}", &hex[..2], hex))
 }
 
+/// A blob object as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobObject {
+    pub id: BlobId,
+    pub stored_size: u64,
+    pub modified: chrono::DateTime<chrono::Utc>,
+}
+
 /// What `put_file` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PutOutcome {
@@ -423,6 +431,106 @@ impl Repository {
             .map_err(|e| self.classify(e))?;
         out.sort();
         Ok(out)
+    }
+
+    /// Like [`Repository::list_objects`], but only keys that sort after `offset` (a full
+    /// key): S3 and GCS skip the rest server-side, so following a log costs one short
+    /// LIST however long the log has grown.
+    pub async fn list_objects_after(
+        &self,
+        prefix: &str,
+        offset: &str,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let prefix = object_path(prefix.trim_end_matches('/'))?;
+        let offset = object_path(offset)?;
+        let mut out: Vec<(String, u64)> = self
+            .store
+            .list_with_offset(Some(&prefix), &offset)
+            .map_ok(|m| (m.location.to_string(), m.size))
+            .try_collect()
+            .await
+            .map_err(|e| self.classify(e))?;
+        out.sort();
+        Ok(out)
+    }
+
+    /// Every blob object in the repository, as a stream (in no particular order), with
+    /// its stored size and last-modified time. Only gc and verify LIST blobs; objects
+    /// under `blobs/` whose names are not blob ids (a store's temporary files) are left
+    /// out.
+    pub fn list_blobs(
+        &self,
+    ) -> impl futures::Stream<Item = Result<BlobObject, StoreError>> + Send + '_ {
+        self.store
+            .list(Some(&ObjectPath::from("blobs")))
+            .map_err(|e| self.classify(e))
+            .try_filter_map(|meta| async move {
+                let id = meta
+                    .location
+                    .filename()
+                    .and_then(|name| name.parse::<BlobId>().ok());
+                Ok(id.map(|id| BlobObject {
+                    id,
+                    stored_size: meta.size,
+                    modified: meta.last_modified,
+                }))
+            })
+    }
+
+    /// Deletes blobs, `concurrency` requests at a time (S3 deletes up to 1,000 keys per
+    /// request). A blob that is already gone counts as deleted. Returns the ids deleted;
+    /// the first failure ends the call (what was deleted before stays deleted, and a
+    /// rerun of gc records it).
+    pub async fn delete_blobs(
+        &self,
+        ids: &[BlobId],
+        concurrency: usize,
+    ) -> Result<Vec<BlobId>, StoreError> {
+        use futures::StreamExt;
+        let keys: Vec<ObjectPath> = ids.iter().map(blob_key).collect();
+        let stream = futures::stream::iter(keys.clone().into_iter().map(Ok)).boxed();
+        let one_by_one = matches!(
+            self.url.backend_kind(),
+            super::error::BackendKind::Local | super::error::BackendKind::Memory
+        );
+        let results: Vec<object_store::Result<ObjectPath>> = if one_by_one {
+            // These stores delete one object per call; run them concurrently.
+            futures::stream::iter(keys)
+                .map(|k| async move { self.store.delete(&k).await.map(|_| k) })
+                .buffer_unordered(concurrency.max(1))
+                .collect()
+                .await
+        } else {
+            self.store.delete_stream(stream).collect().await
+        };
+        let mut deleted = Vec::with_capacity(ids.len());
+        for r in results {
+            match r {
+                Ok(path) => {
+                    if let Some(id) = path.filename().and_then(|n| n.parse::<BlobId>().ok()) {
+                        deleted.push(id);
+                    }
+                }
+                Err(object_store::Error::NotFound { path, .. }) => {
+                    if let Some(id) = path
+                        .rsplit('/')
+                        .next()
+                        .and_then(|n| n.parse::<BlobId>().ok())
+                    {
+                        deleted.push(id);
+                    }
+                }
+                Err(e) => return Err(self.classify(e)),
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Uploads a file to its blob key even if an object is there already. A backup
+    /// that needs a condemned blob again does this: the fresh last-modified time tells
+    /// gc the blob is wanted, whatever the catalogs say at that moment.
+    pub async fn put_file_again(&self, path: &Path) -> Result<PutOutcome, StoreError> {
+        write::put_file_again(self, path).await
     }
 
     pub(crate) async fn head_size(&self, key: &ObjectPath) -> Result<Option<u64>, StoreError> {

@@ -90,6 +90,24 @@ async fn put_hash_first(repo: &Repository, path: &Path) -> Result<PutOutcome, St
     })
 }
 
+/// Hashes and uploads a file to its blob key without looking for an existing object.
+pub(crate) async fn put_file_again(
+    repo: &Repository,
+    path: &Path,
+) -> Result<PutOutcome, StoreError> {
+    let p = path.to_path_buf();
+    let (id, _) = tokio::task::spawn_blocking(move || hash_file(&p))
+        .await
+        .map_err(join_err)??;
+    let up = upload_encoded(repo, &blob_key(&id), path, Some(id)).await?;
+    Ok(PutOutcome {
+        id,
+        size: up.raw_size,
+        stored_size: up.stored_size,
+        uploaded: true,
+    })
+}
+
 async fn put_staging(repo: &Repository, path: &Path) -> Result<PutOutcome, StoreError> {
     let staging = ObjectPath::from(format!("staging/{}", uuid::Uuid::new_v4()));
     let up = upload_encoded(repo, &staging, path, None).await?;

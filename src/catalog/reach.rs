@@ -1,0 +1,271 @@
+//! Reachability queries for `tablesafe gc` and `tablesafe verify`.
+//!
+//! Both commands work on a catalog holding every node's history (replayed from the
+//! repository). They load the repository's blob listing into a temporary table, mark
+//! the blobs that retained versions refer to, and then page through set differences in
+//! hash order, so memory stays bounded whatever the number of blobs: SQLite does the
+//! joins on disk.
+
+use rusqlite::params;
+
+use super::{Catalog, CatalogError, FileVersion, Hash32};
+use crate::timespec::Micros;
+
+/// One blob object as a LIST of the repository reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListedBlob {
+    pub hash: Hash32,
+    pub stored_size: u64,
+    /// Last-modified time of the object.
+    pub modified: Micros,
+}
+
+/// The sets gc pages through (each in hash order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GcSet {
+    /// Condemned blobs that are referenced again, or were uploaded again after their
+    /// condemnation (a backup rescued them).
+    ToAbsolve,
+    /// Listed blobs nothing retained refers to, not condemned yet, last modified before
+    /// the given time (younger ones may be an upload whose record is still on its way).
+    ToCondemn { modified_before: Micros },
+    /// Condemned at or before the given time, unreferenced, and not modified since.
+    ToDelete { condemned_by: Micros },
+    /// Condemned, unreferenced and no longer in the repository (a gc that was
+    /// interrupted after deleting them): to be recorded as deleted.
+    AlreadyGone,
+    /// Referenced by a retained version but not in the repository.
+    Missing,
+}
+
+impl Catalog {
+    /// Creates (or empties) the temporary tables of one gc or verify run.
+    pub fn reach_begin(&mut self) -> Result<(), CatalogError> {
+        self.conn
+            .execute_batch(
+                "CREATE TEMP TABLE IF NOT EXISTS gc_listed (
+                     hash BLOB PRIMARY KEY, stored_size INTEGER NOT NULL, modified INTEGER NOT NULL
+                 ) WITHOUT ROWID;
+                 CREATE TEMP TABLE IF NOT EXISTS gc_referenced (hash BLOB PRIMARY KEY) WITHOUT ROWID;
+                 CREATE TEMP TABLE IF NOT EXISTS gc_keep (node TEXT PRIMARY KEY, keep_from INTEGER NOT NULL);
+                 CREATE TEMP TABLE IF NOT EXISTS gc_points (node TEXT NOT NULL, t INTEGER NOT NULL, PRIMARY KEY (node, t));
+                 DELETE FROM gc_listed; DELETE FROM gc_referenced; DELETE FROM gc_keep; DELETE FROM gc_points;",
+            )
+            .map_err(self.err())
+    }
+
+    /// Adds part of the repository's blob listing.
+    pub fn reach_add_listed(&mut self, blobs: &[ListedBlob]) -> Result<(), CatalogError> {
+        self.execute_each(
+            "INSERT OR REPLACE INTO temp.gc_listed (hash, stored_size, modified) VALUES (?1, ?2, ?3)",
+            blobs
+                .iter()
+                .map(|b| (b.hash.as_slice(), b.stored_size as i64, b.modified)),
+        )
+    }
+
+    /// Sets the retention to evaluate for `node` (without applying it): versions that
+    /// ended by `keep_from` and cover none of `points` do not count as references.
+    pub fn reach_set_policy(
+        &mut self,
+        node: &str,
+        keep_from: Micros,
+        points: &[Micros],
+    ) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO temp.gc_keep (node, keep_from) VALUES (?1, ?2)",
+                params![node, keep_from],
+            )
+            .map_err(self.err())?;
+        self.execute_each(
+            "INSERT OR IGNORE INTO temp.gc_points (node, t) VALUES (?1, ?2)",
+            points.iter().map(|t| (node, *t)),
+        )
+    }
+
+    /// Versions of `node` the policy set by [`Catalog::reach_set_policy`] would forget.
+    pub fn reach_count_dropped(&self, node: &str) -> Result<u64, CatalogError> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM versions v JOIN files f ON f.id = v.file_id
+                 JOIN temp.gc_keep k ON k.node = f.node
+                 WHERE f.node = ?1 AND v.valid_to IS NOT NULL AND v.valid_to <= k.keep_from
+                   AND NOT EXISTS (SELECT 1 FROM temp.gc_points p
+                                   WHERE p.node = f.node AND p.t >= v.valid_from AND p.t < v.valid_to)",
+                [node],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(self.err())
+    }
+
+    /// Marks every blob a retained version refers to (under the policies set, or all
+    /// versions for nodes without one). Returns how many distinct blobs that is.
+    pub fn reach_mark_referenced(&mut self) -> Result<u64, CatalogError> {
+        self.conn
+            .execute_batch(
+                "DELETE FROM temp.gc_referenced;
+                 INSERT OR IGNORE INTO temp.gc_referenced (hash)
+                 SELECT v.hash FROM versions v JOIN files f ON f.id = v.file_id
+                 LEFT JOIN temp.gc_keep k ON k.node = f.node
+                 WHERE k.node IS NULL OR v.valid_to IS NULL OR v.valid_to > k.keep_from
+                    OR EXISTS (SELECT 1 FROM temp.gc_points p
+                               WHERE p.node = f.node AND p.t >= v.valid_from AND p.t < v.valid_to);",
+            )
+            .map_err(self.err())?;
+        self.conn
+            .query_row("SELECT COUNT(*) FROM temp.gc_referenced", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
+            .map_err(self.err())
+    }
+
+    /// Up to `limit` members of `set` with a hash above `after`, in hash order, with
+    /// their stored size (0 when not listed).
+    pub fn reach_page(
+        &self,
+        set: GcSet,
+        after: Option<&Hash32>,
+        limit: usize,
+    ) -> Result<Vec<(Hash32, u64)>, CatalogError> {
+        let (sql, time) = match set {
+            GcSet::ToAbsolve => (
+                "SELECT c.hash, COALESCE(l.stored_size, 0) FROM condemned c
+                 LEFT JOIN temp.gc_listed l ON l.hash = c.hash
+                 WHERE c.hash > ?1 AND (c.hash IN (SELECT hash FROM temp.gc_referenced)
+                                        OR l.modified > c.since)
+                 ORDER BY c.hash LIMIT ?2",
+                0,
+            ),
+            GcSet::ToCondemn { modified_before } => (
+                "SELECT l.hash, l.stored_size FROM temp.gc_listed l
+                 WHERE l.hash > ?1 AND l.modified < ?3
+                   AND l.hash NOT IN (SELECT hash FROM temp.gc_referenced)
+                   AND l.hash NOT IN (SELECT hash FROM condemned)
+                 ORDER BY l.hash LIMIT ?2",
+                modified_before,
+            ),
+            GcSet::ToDelete { condemned_by } => (
+                "SELECT c.hash, l.stored_size FROM condemned c JOIN temp.gc_listed l ON l.hash = c.hash
+                 WHERE c.hash > ?1 AND c.since <= ?3 AND l.modified <= c.since
+                   AND c.hash NOT IN (SELECT hash FROM temp.gc_referenced)
+                 ORDER BY c.hash LIMIT ?2",
+                condemned_by,
+            ),
+            GcSet::AlreadyGone => (
+                "SELECT c.hash, 0 FROM condemned c
+                 WHERE c.hash > ?1 AND c.hash NOT IN (SELECT hash FROM temp.gc_listed)
+                   AND c.hash NOT IN (SELECT hash FROM temp.gc_referenced)
+                 ORDER BY c.hash LIMIT ?2",
+                0,
+            ),
+            GcSet::Missing => (
+                "SELECT r.hash, 0 FROM temp.gc_referenced r
+                 WHERE r.hash > ?1 AND r.hash NOT IN (SELECT hash FROM temp.gc_listed)
+                 ORDER BY r.hash LIMIT ?2",
+                0,
+            ),
+        };
+        let after: &[u8] = after.map_or(&[], |h| h.as_slice());
+        let mut stmt = self.conn.prepare_cached(sql).map_err(self.err())?;
+        let bind_time = sql.contains("?3");
+        let map =
+            |r: &rusqlite::Row<'_>| Ok((r.get::<_, [u8; 32]>(0)?, r.get::<_, i64>(1)? as u64));
+        let rows = if bind_time {
+            stmt.query_map(params![after, limit as i64, time], map)
+        } else {
+            stmt.query_map(params![after, limit as i64], map)
+        }
+        .map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+
+    /// Count and stored bytes of condemned blobs that are not yet old enough to delete
+    /// (condemned after `condemned_by`), and the earliest condemnation among them.
+    pub fn reach_waiting(
+        &self,
+        condemned_by: Micros,
+    ) -> Result<(u64, u64, Option<Micros>), CatalogError> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(l.stored_size), 0), MIN(c.since)
+                 FROM condemned c LEFT JOIN temp.gc_listed l ON l.hash = c.hash
+                 WHERE c.since > ?1",
+                [condemned_by],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)? as u64,
+                        r.get::<_, i64>(1)? as u64,
+                        r.get(2)?,
+                    ))
+                },
+            )
+            .map_err(self.err())
+    }
+
+    /// Whether any version in the catalog refers to `hash` (after new batches arrived).
+    pub fn is_referenced(&self, hash: &Hash32) -> Result<bool, CatalogError> {
+        self.conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM versions WHERE hash = ?1)")
+            .and_then(|mut s| s.query_row([hash.as_slice()], |r| r.get(0)))
+            .map_err(self.err())
+    }
+
+    /// Referenced blobs (every version counts), in hash order, for `verify`.
+    pub fn referenced_page(
+        &self,
+        after: Option<&Hash32>,
+        limit: usize,
+    ) -> Result<Vec<Hash32>, CatalogError> {
+        let after: &[u8] = after.map_or(&[], |h| h.as_slice());
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT hash FROM temp.gc_referenced WHERE hash > ?1 ORDER BY hash LIMIT ?2",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![after, limit as i64], |r| r.get::<_, [u8; 32]>(0))
+            .map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+
+    /// Up to `limit` file versions (any node) that hold `hash`, oldest first.
+    pub fn versions_with_blob(
+        &self,
+        hash: &Hash32,
+        limit: usize,
+    ) -> Result<Vec<FileVersion>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT f.node, f.data_dir, f.keyspace, f.table_name, f.table_id, f.rel_path,
+                        v.size, v.mtime, v.valid_from, v.valid_to
+                 FROM versions v JOIN files f ON f.id = v.file_id
+                 WHERE v.hash = ?1 ORDER BY v.valid_from LIMIT ?2",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![hash.as_slice(), limit as i64], |r| {
+                Ok(FileVersion {
+                    node: r.get(0)?,
+                    key: super::FileKey {
+                        data_dir: r.get(1)?,
+                        keyspace: r.get(2)?,
+                        table: r.get(3)?,
+                        table_id: r.get(4)?,
+                        rel_path: r.get(5)?,
+                    },
+                    hash: *hash,
+                    size: r.get::<_, i64>(6)? as u64,
+                    mtime: r.get(7)?,
+                    valid_from: r.get(8)?,
+                    valid_to: r.get(9)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+}

@@ -1,0 +1,391 @@
+//! `tablesafe gc`: retention, then two-phase deletion of blobs nothing retained needs.
+//!
+//! One run, on a catalog that holds every node's history (replayed from the repository,
+//! so a node never frees what another node still references):
+//!
+//! 1. Catch up with every node's log and gc's own log (`gc/log/<seq>`).
+//! 2. LIST `blobs/` once into a temporary table (the only command that lists blobs:
+//!    one request per 1,000 blobs; it finds orphans that no catalog ever recorded, and
+//!    gives each blob's last-modified time). The listing comes *before* the references
+//!    are computed, so a blob uploaded after it cannot look unreferenced.
+//! 3. Retention: per node, the policy picks the points to keep; gc records a
+//!    `Retention` change (versions that cover no kept point and ended before the kept
+//!    window are forgotten, dropped snapshots with them).
+//! 4. References: every blob a remaining version refers to.
+//! 5. Absolve condemned blobs that are referenced again or were uploaded again after
+//!    their condemnation; condemn unreferenced blobs last modified more than the grace
+//!    period ago (younger ones may be uploads whose records are still on their way).
+//! 6. Delete blobs condemned (by an earlier run) more than the grace period ago, still
+//!    unreferenced and not modified since, in chunks: before each chunk gc reads the
+//!    nodes' logs again, and after it records the deletion in its log.
+//!
+//! Why this is safe with backups running on other nodes: a backup trusts a blob to
+//! exist only if its catalog knows it and gc's log (which it reads at the start of every
+//! pass) has not condemned it; a condemned blob it needs is uploaded again, which gives
+//! the object a last-modified time after the condemnation, and gc never deletes such an
+//! object. A backup that started before the condemnation refers to the blob in a batch
+//! that reaches the repository long before the grace period ends (the grace period must
+//! exceed the longest a node's batches can wait to be uploaded). Every gc write is a
+//! create-if-absent batch, so two gc runs cannot both write, and an interrupted gc is
+//! simply run again: blobs it deleted without recording are found gone and recorded.
+
+pub mod policy;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::TryStreamExt;
+use serde::Serialize;
+
+use crate::catalog::mirror::{self, MirrorError};
+use crate::catalog::reach::{GcSet, ListedBlob};
+use crate::catalog::{Catalog, CatalogError, Change, Hash32, SnapshotFilter};
+use crate::progress::Progress;
+use crate::store::{BlobId, Repository, StoreError};
+use crate::timespec::{self, Micros};
+
+pub use policy::RetentionPolicy;
+
+/// Hashes per gc log batch (32 bytes each: about 1.6 MB).
+const HASHES_PER_BATCH: usize = 50_000;
+/// Blobs deleted between two reads of the nodes' logs.
+const DELETE_CHUNK: usize = 1_000;
+/// Listed blobs inserted per transaction.
+const LIST_CHUNK: usize = 10_000;
+
+/// What gc is asked to do.
+#[derive(Debug, Clone)]
+pub struct GcOptions {
+    pub policy: RetentionPolicy,
+    /// How long a blob stays condemned (and how old an unreferenced blob must be to be
+    /// condemned) before it is deleted.
+    pub grace: Micros,
+    pub dry_run: bool,
+    /// Run even when there is no history at all, or the policy keeps no past point.
+    pub force: bool,
+    /// Concurrent delete requests.
+    pub parallel: usize,
+    /// Evaluate the retention as of this time instead of the current time (it must not
+    /// be in the future); the grace period always runs on the current time.
+    pub as_of: Option<Micros>,
+}
+
+/// Errors of a gc or verify run.
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "the repository holds {blobs} blobs but no node has any catalog history in it, so gc would delete every blob; check --repo (or restore the nodes/ prefix), or pass --force if deleting everything is really meant"
+    )]
+    NoHistory { blobs: u64 },
+    #[error(
+        "the retention ({policy}) keeps no past point of node {node:?} ({snapshots} snapshots, none selected, and no --keep-within): add --keep-within or a --keep-* rule that selects snapshots, or pass --force to keep only the current state"
+    )]
+    KeepsNothing {
+        node: String,
+        policy: String,
+        snapshots: usize,
+    },
+}
+
+/// What gc did (or, with `dry_run`, would do) to one node's history.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NodeReport {
+    pub node: String,
+    /// Every instant from here on stays restorable (absent: all history kept).
+    pub keep_from: Option<Micros>,
+    pub snapshots_kept: u64,
+    pub snapshots_dropped: Vec<String>,
+    pub versions_dropped: u64,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GcSummary {
+    pub dry_run: bool,
+    pub policy: String,
+    pub nodes: Vec<NodeReport>,
+    pub blobs_listed: u64,
+    pub bytes_listed: u64,
+    pub blobs_referenced: u64,
+    /// Condemned blobs found needed again.
+    pub blobs_absolved: u64,
+    pub blobs_condemned: u64,
+    pub bytes_condemned: u64,
+    pub blobs_deleted: u64,
+    pub bytes_freed: u64,
+    /// Condemned blobs already gone (an earlier gc deleted them and was interrupted).
+    pub blobs_recorded_gone: u64,
+    /// Condemned blobs still inside their grace period, their bytes, and when the
+    /// first of them may go.
+    pub blobs_waiting: u64,
+    pub bytes_waiting: u64,
+    pub next_deletion: Option<Micros>,
+    /// Blobs a retained version refers to that the repository does not hold.
+    pub blobs_missing: u64,
+    pub seconds: f64,
+}
+
+/// Runs gc against `repo`, using `view` (a catalog for all nodes of the repository, kept
+/// between runs so only new batches are read).
+pub async fn run(
+    repo: &Repository,
+    view: &mut Catalog,
+    opts: &GcOptions,
+    progress: Arc<Progress>,
+) -> Result<GcSummary, GcError> {
+    let started = Instant::now();
+    let run_start = timespec::now();
+    let mut summary = GcSummary {
+        dry_run: opts.dry_run,
+        policy: opts.policy.describe(),
+        ..GcSummary::default()
+    };
+
+    // 1–2: the listing, then history: a blob uploaded after the listing is not in it,
+    // so it cannot be condemned or deleted by this run, and every record that reached
+    // the repository before the listing ended is read.
+    list_into(repo, view, &mut summary).await?;
+    mirror::sync_all(repo, view).await?;
+    let nodes = view.nodes()?;
+    if nodes.is_empty() && summary.blobs_listed > 0 && !opts.force {
+        return Err(GcError::NoHistory {
+            blobs: summary.blobs_listed,
+        });
+    }
+
+    // 3: retention, evaluated per node.
+    let now = opts
+        .as_of
+        .map_or_else(timespec::now, |t| t.min(timespec::now()));
+    let mut retention_changes = Vec::new();
+    for node in &nodes {
+        let mut report = NodeReport {
+            node: node.clone(),
+            ..NodeReport::default()
+        };
+        if !opts.policy.is_empty() {
+            let snapshots = view.snapshots(&SnapshotFilter {
+                node: Some(node.clone()),
+                ..SnapshotFilter::default()
+            })?;
+            let kept = opts.policy.select(&snapshots);
+            let keep_from = opts.policy.keep_from(now);
+            let points: Vec<Micros> = snapshots
+                .iter()
+                .filter(|s| kept.contains(&s.name))
+                .map(|s| s.time)
+                .collect();
+            let dropped: Vec<String> = snapshots
+                .iter()
+                .filter(|s| !kept.contains(&s.name) && s.time < keep_from)
+                .map(|s| s.name.clone())
+                .collect();
+            view.reach_set_policy(node, keep_from, &points)?;
+            report.keep_from = Some(keep_from);
+            report.snapshots_kept = (snapshots.len() - dropped.len()) as u64;
+            report.versions_dropped = view.reach_count_dropped(node)?;
+            let keeps_no_past = opts.policy.keep_within.is_none() && points.is_empty();
+            if keeps_no_past && (report.versions_dropped > 0 || !dropped.is_empty()) && !opts.force
+            {
+                return Err(GcError::KeepsNothing {
+                    node: node.clone(),
+                    policy: opts.policy.describe(),
+                    snapshots: snapshots.len(),
+                });
+            }
+            report.snapshots_dropped = dropped.clone();
+            retention_changes.push(Change::Retention {
+                node: node.clone(),
+                keep_from,
+                points,
+                dropped_snapshots: dropped,
+            });
+        }
+        summary.nodes.push(report);
+    }
+    if !opts.dry_run && !retention_changes.is_empty() {
+        mirror::append_gc_batch(repo, view, retention_changes).await?;
+    }
+
+    // 4: what the retained versions refer to.
+    summary.blobs_referenced = view.reach_mark_referenced()?;
+    summary.blobs_missing = count(view, GcSet::Missing)?.0;
+
+    // 5: absolve, then condemn.
+    let (absolved, _) = record_set(repo, view, GcSet::ToAbsolve, opts.dry_run, |hashes| {
+        Change::Absolve { hashes }
+    })
+    .await?;
+    summary.blobs_absolved = absolved;
+    let (condemned, condemned_bytes) = record_set(
+        repo,
+        view,
+        GcSet::ToCondemn {
+            modified_before: run_start.saturating_sub(opts.grace),
+        },
+        opts.dry_run,
+        |hashes| Change::Condemn { hashes },
+    )
+    .await?;
+    summary.blobs_condemned = condemned;
+    summary.bytes_condemned = condemned_bytes;
+
+    // 6: delete what an earlier run condemned more than the grace period ago. A blob
+    // condemned by this very run always waits for a later one.
+    let condemned_by = run_start.saturating_sub(opts.grace).min(run_start - 1);
+    let (gone, _) = record_set(repo, view, GcSet::AlreadyGone, opts.dry_run, |hashes| {
+        Change::Delete { hashes }
+    })
+    .await?;
+    summary.blobs_recorded_gone = gone;
+    let (to_delete, to_free) = count(view, GcSet::ToDelete { condemned_by })?;
+    if opts.dry_run {
+        summary.blobs_deleted = to_delete;
+        summary.bytes_freed = to_free;
+    } else {
+        progress
+            .files_total
+            .store(to_delete, std::sync::atomic::Ordering::Relaxed);
+        progress
+            .bytes_total
+            .store(to_free, std::sync::atomic::Ordering::Relaxed);
+        sweep(repo, view, opts, condemned_by, &progress, &mut summary).await?;
+    }
+    let (waiting, waiting_bytes, first) = view.reach_waiting(condemned_by)?;
+    summary.blobs_waiting = waiting;
+    summary.bytes_waiting = waiting_bytes;
+    summary.next_deletion = first.map(|t| t + opts.grace);
+    if opts.dry_run {
+        // Blobs this run would condemn wait for a later run too.
+        summary.blobs_waiting += summary.blobs_condemned;
+        summary.bytes_waiting += summary.bytes_condemned;
+        if summary.blobs_condemned > 0 && summary.next_deletion.is_none() {
+            summary.next_deletion = Some(now + opts.grace);
+        }
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// LISTs `blobs/` into the view's temporary table.
+pub(crate) async fn list_into(
+    repo: &Repository,
+    view: &mut Catalog,
+    summary: &mut GcSummary,
+) -> Result<(), GcError> {
+    view.reach_begin()?;
+    let mut listing = std::pin::pin!(repo.list_blobs());
+    let mut chunk = Vec::with_capacity(LIST_CHUNK);
+    while let Some(blob) = listing.try_next().await? {
+        summary.blobs_listed += 1;
+        summary.bytes_listed += blob.stored_size;
+        chunk.push(ListedBlob {
+            hash: *blob.id.as_bytes(),
+            stored_size: blob.stored_size,
+            modified: blob.modified.timestamp_micros(),
+        });
+        if chunk.len() == LIST_CHUNK {
+            view.reach_add_listed(&chunk)?;
+            chunk.clear();
+        }
+    }
+    view.reach_add_listed(&chunk)?;
+    Ok(())
+}
+
+/// Count and stored bytes of a set.
+fn count(view: &Catalog, set: GcSet) -> Result<(u64, u64), GcError> {
+    let (mut n, mut bytes, mut after) = (0, 0, None);
+    loop {
+        let page = view.reach_page(set, after.as_ref(), HASHES_PER_BATCH)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.0);
+        n += page.len() as u64;
+        bytes += page.iter().map(|(_, size)| size).sum::<u64>();
+    }
+    Ok((n, bytes))
+}
+
+/// Records every member of `set` in gc's log with `change` (unless `dry_run`), in
+/// batches. Returns the count and stored bytes.
+async fn record_set(
+    repo: &Repository,
+    view: &mut Catalog,
+    set: GcSet,
+    dry_run: bool,
+    change: impl Fn(Vec<Hash32>) -> Change,
+) -> Result<(u64, u64), GcError> {
+    if dry_run {
+        return count(view, set);
+    }
+    let (mut n, mut bytes, mut after) = (0, 0, None);
+    loop {
+        let page = view.reach_page(set, after.as_ref(), HASHES_PER_BATCH)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.0);
+        n += page.len() as u64;
+        bytes += page.iter().map(|(_, size)| size).sum::<u64>();
+        mirror::append_gc_batch(
+            repo,
+            view,
+            vec![change(page.into_iter().map(|(h, _)| h).collect())],
+        )
+        .await?;
+    }
+    Ok((n, bytes))
+}
+
+/// Deletes the condemned blobs that are due, chunk by chunk, reading the nodes' logs
+/// again before each chunk so a blob referenced meanwhile is absolved instead.
+async fn sweep(
+    repo: &Repository,
+    view: &mut Catalog,
+    opts: &GcOptions,
+    condemned_by: Micros,
+    progress: &Progress,
+    summary: &mut GcSummary,
+) -> Result<(), GcError> {
+    let mut after = None;
+    loop {
+        let page = view.reach_page(
+            GcSet::ToDelete { condemned_by },
+            after.as_ref(),
+            DELETE_CHUNK,
+        )?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.0);
+        mirror::sync_all(repo, view).await?;
+        let mut sizes: BTreeMap<Hash32, u64> = BTreeMap::new();
+        let mut needed = Vec::new();
+        for (hash, size) in page {
+            if view.is_referenced(&hash)? || !view.is_condemned(&hash)? {
+                needed.push(hash);
+            } else {
+                sizes.insert(hash, size);
+            }
+        }
+        if !needed.is_empty() {
+            summary.blobs_absolved += needed.len() as u64;
+            mirror::append_gc_batch(repo, view, vec![Change::Absolve { hashes: needed }]).await?;
+        }
+        let ids: Vec<BlobId> = sizes.keys().map(|h| BlobId::from_bytes(*h)).collect();
+        // If this fails part-way, the next run finds the deleted ones gone and records them.
+        let deleted = repo.delete_blobs(&ids, opts.parallel).await?;
+        if !deleted.is_empty() {
+            let hashes: Vec<Hash32> = deleted.iter().map(|id| *id.as_bytes()).collect();
+            let freed: u64 = hashes.iter().filter_map(|h| sizes.get(h)).sum();
+            summary.blobs_deleted += hashes.len() as u64;
+            summary.bytes_freed += freed;
+            progress.add_done_many(hashes.len() as u64, freed);
+            mirror::append_gc_batch(repo, view, vec![Change::Delete { hashes }]).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! `tablesafe verify`: can every retained point of every node be restored?
+//!
+//! Reads every node's history from the repository (as `gc` does), LISTs `blobs/` once,
+//! and reports each blob a retained file version needs but the repository does not
+//! hold, with the files and points that need it. With `--read-data` (or a random
+//! subset), it also downloads blobs and checks their content against their BLAKE3 id,
+//! as a restore would.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::catalog::mirror;
+use crate::catalog::reach::GcSet;
+use crate::catalog::{Catalog, FileVersion, Hash32, SnapshotFilter};
+use crate::gc::GcError;
+use crate::progress::Progress;
+use crate::store::{BlobId, Repository};
+use crate::timespec::{self, Micros};
+
+/// Referenced blobs fetched from the catalog per page.
+const PAGE: usize = 10_000;
+/// Files listed per problem.
+const FILES_PER_PROBLEM: usize = 5;
+
+/// How much content to read back.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReadData {
+    /// Existence only.
+    None,
+    /// Every referenced blob.
+    All,
+    /// A random fraction (0–1] of the referenced blobs, different on every run.
+    Subset(f64),
+}
+
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    pub read_data: ReadData,
+    /// Concurrent downloads.
+    pub parallel: usize,
+}
+
+/// One blob that a retained point cannot do without.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// `missing` or `corrupt`.
+    pub kind: &'static str,
+    pub blob: String,
+    pub detail: String,
+    /// Some of the file versions that hold this blob.
+    pub files: Vec<FileVersion>,
+    /// Snapshots (`node/name`) whose restore needs it.
+    pub snapshots: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    pub nodes: Vec<String>,
+    pub snapshots: u64,
+    pub blobs_listed: u64,
+    pub blobs_referenced: u64,
+    pub blobs_read: u64,
+    pub bytes_read: u64,
+    pub problems: Vec<Problem>,
+    pub seconds: f64,
+}
+
+/// Verifies the repository, using `view` as the all-nodes catalog.
+pub async fn run(
+    repo: &Repository,
+    view: &mut Catalog,
+    opts: &VerifyOptions,
+    progress: Arc<Progress>,
+) -> Result<VerifyReport, GcError> {
+    let started = Instant::now();
+    let mut report = VerifyReport::default();
+    let mut summary = crate::gc::GcSummary::default();
+    crate::gc::list_into(repo, view, &mut summary).await?;
+    report.blobs_listed = summary.blobs_listed;
+    report.nodes = mirror::sync_all(repo, view).await?;
+    report.snapshots = view.snapshots(&SnapshotFilter::default())?.len() as u64;
+    report.blobs_referenced = view.reach_mark_referenced()?;
+
+    let mut after: Option<Hash32> = None;
+    loop {
+        let page = view.reach_page(GcSet::Missing, after.as_ref(), PAGE)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.0);
+        for (hash, _) in page {
+            let problem = describe(view, "missing", &hash, "not in the repository".into())?;
+            report.problems.push(problem);
+        }
+    }
+
+    if opts.read_data != ReadData::None {
+        let seed = uuid::Uuid::new_v4();
+        let mut after: Option<Hash32> = None;
+        loop {
+            let page = view.referenced_page(after.as_ref(), PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = Some(*last);
+            let chosen: Vec<Hash32> = page
+                .into_iter()
+                .filter(|h| sampled(opts.read_data, seed.as_bytes(), h))
+                .filter(|h| !report.problems.iter().any(|p| p.blob == hex::encode(h)))
+                .collect();
+            progress
+                .files_total
+                .fetch_add(chosen.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            let mut reads = futures::stream::iter(
+                chosen
+                    .into_iter()
+                    .map(|h| async move { (h, repo.verify_blob(&BlobId::from_bytes(h)).await) }),
+            )
+            .buffer_unordered(opts.parallel.max(1));
+            while let Some((hash, outcome)) = reads.next().await {
+                match outcome {
+                    Ok(bytes) => {
+                        report.blobs_read += 1;
+                        report.bytes_read += bytes;
+                        progress.add_done(bytes);
+                    }
+                    Err(e) => {
+                        progress.add_done(0);
+                        let problem = describe(view, "corrupt", &hash, e.to_string())?;
+                        report.problems.push(problem);
+                    }
+                }
+            }
+        }
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Whether `hash` is in this run's sample.
+fn sampled(read: ReadData, seed: &[u8; 16], hash: &Hash32) -> bool {
+    match read {
+        ReadData::None => false,
+        ReadData::All => true,
+        ReadData::Subset(fraction) => {
+            let mut h = blake3::Hasher::new();
+            h.update(seed);
+            h.update(hash);
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&h.finalize().as_bytes()[..8]);
+            (u64::from_le_bytes(first) as f64) < fraction * u64::MAX as f64
+        }
+    }
+}
+
+/// A problem with the files and snapshots that need the blob.
+fn describe(
+    view: &Catalog,
+    kind: &'static str,
+    hash: &Hash32,
+    detail: String,
+) -> Result<Problem, GcError> {
+    let files = view.versions_with_blob(hash, FILES_PER_PROBLEM)?;
+    let mut snapshots = Vec::new();
+    for f in &files {
+        let rows = view.snapshots(&SnapshotFilter {
+            node: Some(f.node.clone()),
+            since: Some(f.valid_from),
+            until: f.valid_to.map(|t| t - 1),
+        })?;
+        snapshots.extend(rows.into_iter().map(|s| format!("{}/{}", s.node, s.name)));
+    }
+    snapshots.sort();
+    snapshots.dedup();
+    Ok(Problem {
+        kind,
+        blob: hex::encode(hash),
+        detail,
+        files,
+        snapshots,
+    })
+}
+
+/// One line per problem file, for the terminal.
+pub fn problem_lines(p: &Problem) -> Vec<String> {
+    let until = |t: Option<Micros>| t.map_or("now".to_string(), timespec::format_precise);
+    let mut lines: Vec<String> = p
+        .files
+        .iter()
+        .map(|f| {
+            format!(
+                "{} blob {} ({}): node {} file {}/{} (live {} to {}){}",
+                p.kind,
+                p.blob,
+                p.detail,
+                f.node,
+                f.key.data_dir,
+                f.key.data_relative_path(),
+                timespec::format_precise(f.valid_from),
+                until(f.valid_to),
+                if p.snapshots.is_empty() {
+                    String::new()
+                } else {
+                    format!("; needed by snapshots {}", p.snapshots.join(", "))
+                }
+            )
+        })
+        .collect();
+    if lines.is_empty() {
+        lines.push(format!("{} blob {} ({})", p.kind, p.blob, p.detail));
+    }
+    lines
+}
