@@ -77,10 +77,13 @@ pub async fn run(
 ) -> Result<VerifyReport, GcError> {
     let started = Instant::now();
     let mut report = VerifyReport::default();
+    // History first, then the listing (gc does the opposite): every blob a record read
+    // here refers to was durable before the record, so it is in the listing unless it
+    // is really gone, and a backup running meanwhile cannot cause a false alarm.
+    report.nodes = mirror::sync_all(repo, view).await?;
     let mut summary = crate::gc::GcSummary::default();
     crate::gc::list_into(repo, view, &mut summary).await?;
     report.blobs_listed = summary.blobs_listed;
-    report.nodes = mirror::sync_all(repo, view).await?;
     report.snapshots = view.snapshots(&SnapshotFilter::default())?.len() as u64;
     report.blobs_referenced = view.reach_mark_referenced()?;
 
