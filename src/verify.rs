@@ -76,11 +76,13 @@ pub async fn run(
     progress: Arc<Progress>,
 ) -> Result<VerifyReport, GcError> {
     let started = Instant::now();
-    let mut report = VerifyReport::default();
     // History first, then the listing (gc does the opposite): every blob a record read
     // here refers to was durable before the record, so it is in the listing unless it
     // is really gone, and a backup running meanwhile cannot cause a false alarm.
-    report.nodes = mirror::sync_all(repo, view).await?;
+    let mut report = VerifyReport {
+        nodes: mirror::sync_all(repo, view).await?,
+        ..VerifyReport::default()
+    };
     let mut summary = crate::gc::GcSummary::default();
     crate::gc::list_into(repo, view, &mut summary).await?;
     report.blobs_listed = summary.blobs_listed;

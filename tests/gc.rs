@@ -352,24 +352,27 @@ async fn check_history(
 ) {
     let mut rig = Rig::new(None).await;
     let mut history = History::new(&rig.data);
-    // (name, time, tree) of every step's point.
+    // (name, time, tree) of every step's point, and when each pass started.
     let mut points: Vec<(String, Micros, Tree)> = Vec::new();
+    let mut pass_starts: Vec<Micros> = Vec::new();
     for (i, s) in steps.iter().enumerate() {
         history.apply(s);
         let name = format!("step-{i}");
+        pass_starts.push(timespec::now());
         let time = rig.backup(&name).await;
         points.push((name, time, tree(&rig.data)));
         // A gap between passes, so a window edge can fall between two of them.
         tokio::time::sleep(std::time::Duration::from_millis(40)).await;
     }
     let n = points.len();
-    // The window starts halfway between two passes (or before the first).
+    // The window starts between two passes, when nothing was being recorded (or before
+    // the first).
     let keep_from_target = window.map(|w| {
         let first_kept = n.saturating_sub(w.max(1));
         if first_kept == 0 {
-            points[0].1 - 20_000
+            pass_starts[0] - 1
         } else {
-            (points[first_kept - 1].1 + points[first_kept].1) / 2
+            (points[first_kept - 1].1 + pass_starts[first_kept]) / 2
         }
     });
     let as_of = timespec::now();
