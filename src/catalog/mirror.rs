@@ -79,21 +79,10 @@ async fn upload(repo: &Repository, batch: &Batch) -> Result<(), MirrorError> {
     }
 }
 
-/// Nodes that have a catalog log in the repository.
+/// Nodes that have a catalog log in the repository: one delimiter LIST of `nodes/`
+/// (a node's own prefix holds only its `log/`), not a listing of every log object.
 pub async fn nodes(repo: &Repository) -> Result<Vec<String>, MirrorError> {
-    let mut nodes: Vec<String> = repo
-        .list_objects("nodes/")
-        .await?
-        .into_iter()
-        .filter_map(|(key, _)| {
-            let rest = key.strip_prefix("nodes/")?;
-            let (node, tail) = rest.split_once('/')?;
-            tail.starts_with("log/").then(|| node.to_string())
-        })
-        .collect();
-    nodes.sort();
-    nodes.dedup();
-    Ok(nodes)
+    Ok(repo.list_dirs("nodes/").await?)
 }
 
 /// Replays the repository's log of `node` into `catalog`. Batches already applied are
@@ -141,12 +130,18 @@ pub async fn sync_all(
     repo: &Repository,
     catalog: &mut Catalog,
 ) -> Result<Vec<String>, MirrorError> {
-    let nodes = nodes(repo).await?;
-    for node in &nodes {
-        rebuild_node(repo, catalog, node).await?;
+    let mut with_log = Vec::new();
+    for node in nodes(repo).await? {
+        let prefix = format!("nodes/{node}/log/");
+        if follow(repo, catalog, &node, &prefix, &|seq| log_key(&node, seq))
+            .await?
+            .is_some()
+        {
+            with_log.push(node);
+        }
     }
     sync_gc_log(repo, catalog).await?;
-    Ok(nodes)
+    Ok(with_log)
 }
 
 /// Writes gc's next batch: created only if absent, so two gc runs can never both

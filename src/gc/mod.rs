@@ -50,7 +50,7 @@ pub use policy::RetentionPolicy;
 /// Hashes per gc log batch (32 bytes each: about 1.6 MB).
 const HASHES_PER_BATCH: usize = 50_000;
 /// Blobs deleted between two reads of the nodes' logs.
-const DELETE_CHUNK: usize = 1_000;
+const DELETE_CHUNK: usize = 5_000;
 /// Listed blobs inserted per transaction.
 const LIST_CHUNK: usize = 10_000;
 
@@ -152,7 +152,9 @@ pub async fn run(
     // so it cannot be condemned or deleted by this run, and every record that reached
     // the repository before the listing ended is read.
     list_into(repo, view, &mut summary).await?;
+    tracing::info!(blobs = summary.blobs_listed, secs = started.elapsed().as_secs_f64(), "listed the repository's blobs");
     mirror::sync_all(repo, view).await?;
+    tracing::info!(secs = started.elapsed().as_secs_f64(), "read every node's log");
     let nodes = view.nodes()?;
     if nodes.is_empty() && summary.blobs_listed > 0 && !opts.force {
         return Err(GcError::NoHistory {
@@ -217,6 +219,7 @@ pub async fn run(
     // 4: what the retained versions refer to.
     summary.blobs_referenced = view.reach_mark_referenced()?;
     summary.blobs_missing = count(view, GcSet::Missing)?.0;
+    tracing::info!(referenced = summary.blobs_referenced, secs = started.elapsed().as_secs_f64(), "marked referenced blobs");
 
     // 5: absolve, then condemn.
     let (absolved, _) = record_set(repo, view, GcSet::ToAbsolve, opts.dry_run, |hashes| {
@@ -236,6 +239,7 @@ pub async fn run(
     .await?;
     summary.blobs_condemned = condemned;
     summary.bytes_condemned = condemned_bytes;
+    tracing::info!(condemned, absolved, secs = started.elapsed().as_secs_f64(), "recorded condemned and absolved blobs");
 
     // 6: delete what an earlier run condemned more than the grace period ago. A blob
     // condemned by this very run always waits for a later one.

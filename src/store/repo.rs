@@ -433,6 +433,24 @@ impl Repository {
         Ok(out)
     }
 
+    /// The "directories" directly below `prefix` (e.g. the node names under `nodes/`):
+    /// one delimiter LIST, however many objects lie below them.
+    pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = object_path(prefix.trim_end_matches('/'))?;
+        let listing = self
+            .store
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map_err(|e| self.classify(e))?;
+        let mut dirs: Vec<String> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect();
+        dirs.sort();
+        Ok(dirs)
+    }
+
     /// Like [`Repository::list_objects`], but only keys that sort after `offset` (a full
     /// key): S3 and GCS skip the rest server-side, so following a log costs one short
     /// LIST however long the log has grown.
