@@ -4,7 +4,7 @@
 mod s3support;
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -630,4 +630,347 @@ fn status_metrics_sighup_reload_and_periodic_points() {
         .unwrap();
     let points: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(points.as_array().unwrap().len() >= 2, "{points}");
+}
+
+/// Compaction deletes a file right after it becomes complete: the pinned copy is still
+/// uploaded.
+///
+/// The moment is forced, not hoped for: fanotify holds the daemon's first open of the new
+/// Data.db through a path in its pin directory (so the daemon has pinned it and read
+/// nothing through the pin yet). While it is held, and once every component is pinned, a
+/// compaction of that SSTable runs to the end: new SSTable, committed REMOVE, every input
+/// file unlinked. Only then is the open allowed. Every read the daemon makes of Data.db
+/// through the pin, and every upload of the SSTable (uploads start after all hashing),
+/// happens after the originals are gone. Without working pins (nothing linked, reads of
+/// the original path, pins released before the upload, a pinned file judged changed
+/// because the unlink moved its ctime) the SSTable, or part of it, is never recorded.
+/// fanotify permission events need CAP_SYS_ADMIN (the overflow test above needs root).
+#[test]
+fn compaction_deleting_a_just_completed_sstable_cannot_take_the_pinned_copy() {
+    let s = Setup::file();
+    let pin_dir = fs::canonicalize(s.tmp.path()).unwrap().join("pins");
+    let mut node = Node::new(&s.data());
+    let mut t = node.create_table("ks", "t", FixtureFormat::Nb);
+    let mut daemon = s.start_daemon("daemon.log");
+    s.wait_idle(timespec::now(), &mut daemon);
+
+    let mut hold = OpenHold::new(daemon.id(), &pin_dir);
+    let mut flush = t.flush();
+    let generation = flush.generation().unwrap().clone();
+    let paths: Vec<PathBuf> = t
+        .components()
+        .iter()
+        .map(|c| t.path().join(t.file_name(&generation, c)))
+        .collect();
+    let data_db = t.path().join(t.file_name(&generation, "Data.db"));
+    // Watch Data.db from its creation, long before the SSTable is complete.
+    while !data_db.exists() {
+        assert!(
+            flush.step().unwrap().is_some(),
+            "the flush wrote no Data.db"
+        );
+    }
+    hold.watch(&data_db);
+    flush.run().unwrap();
+    let rel = |p: &Path| {
+        p.strip_prefix(s.data())
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    let original: Tree = paths.iter().map(|p| (rel(p), file_print(p))).collect();
+    let inodes: BTreeSet<u64> = paths
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().ino())
+        .collect();
+
+    let held = hold.wait_held(Duration::from_secs(60)).unwrap_or_else(|| {
+        panic!(
+            "the daemon never opened {} through a link in {}: {}",
+            data_db.display(),
+            pin_dir.display(),
+            s.log("daemon.log")
+        )
+    });
+    assert_eq!(
+        fs::metadata(&held).unwrap().ino(),
+        fs::metadata(&data_db).unwrap().ino()
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !inodes.is_subset(&pinned_inodes(&pin_dir)) {
+        assert!(
+            Instant::now() < deadline,
+            "not every component of {generation} was pinned: {}",
+            s.log("daemon.log")
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    t.compact(std::slice::from_ref(&generation)).run().unwrap();
+    let deleted_at = timespec::now();
+    for p in &paths {
+        assert!(!p.exists(), "{} still exists", p.display());
+    }
+    // The pins are the only names left of the SSTable's files.
+    let pins = pin_files(&pin_dir);
+    for ino in &inodes {
+        let pin = pins.iter().find(|(_, m)| m.ino() == *ino).expect("pinned");
+        assert_eq!(pin.1.nlink(), 1, "{}", pin.0.display());
+    }
+    hold.release();
+
+    // The daemon catches up: the compaction's output is live, the input has ended.
+    let expected: BTreeMap<String, String> = expected_tree(&s.data(), &[&t])
+        .into_iter()
+        .map(|(k, (h, _))| (k, h))
+        .collect();
+    assert_eq!(expected.len(), paths.len());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while s.live_now() != expected {
+        assert!(
+            Instant::now() < deadline,
+            "live set {:?}, expected {expected:?}: {}",
+            s.live_now(),
+            s.log("daemon.log")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s.wait_idle(timespec::now(), &mut daemon);
+    drop(hold);
+    assert_eq!(entries(&pin_dir), Vec::<PathBuf>::new(), "pins left behind");
+
+    // The repository log: every file of the deleted SSTable recorded with its exact
+    // content, after the compaction deleted it, and ended by a later pass.
+    let repo_dir = s.tmp.path().join("repo");
+    let mut starts: BTreeMap<String, (String, i64)> = BTreeMap::new();
+    let mut ends: BTreeMap<String, i64> = BTreeMap::new();
+    for entry in fs::read_dir(repo_dir.join("nodes").join(NODE).join("log")).unwrap() {
+        let batch = Batch::decode(&fs::read(entry.unwrap().path()).unwrap()).unwrap();
+        for c in &batch.changes {
+            match c {
+                Change::Start { key, hash, at, .. }
+                    if original.contains_key(&key.data_relative_path()) =>
+                {
+                    let old = starts.insert(key.data_relative_path(), (hex::encode(hash), *at));
+                    assert!(old.is_none(), "{} started twice", key.data_relative_path());
+                }
+                Change::End { key, at } if original.contains_key(&key.data_relative_path()) => {
+                    ends.insert(key.data_relative_path(), *at);
+                }
+                _ => {}
+            }
+        }
+    }
+    let recorded: BTreeMap<&String, &String> = starts.iter().map(|(k, (h, _))| (k, h)).collect();
+    let wanted: BTreeMap<&String, &String> = original.iter().map(|(k, (h, _))| (k, h)).collect();
+    assert_eq!(
+        recorded,
+        wanted,
+        "versions of the compacted SSTable: {}",
+        s.log("daemon.log")
+    );
+    for (path, (_, at)) in &starts {
+        assert!(*at > deleted_at, "{path} recorded before its deletion");
+        let end = ends
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} never ended"));
+        assert!(end > at, "{path} ended before it started");
+    }
+    assert!(check_logs_refer_to_existing_blobs(&repo_dir) >= paths.len());
+
+    // Restore at the moment the last of its files was recorded: exactly that SSTable,
+    // byte for byte, with its mtimes.
+    let at = starts.values().map(|(_, at)| *at).max().unwrap();
+    let out = s.tmp.path().join("restore");
+    let result = s
+        .command()
+        .args(["restore", "--at", &timespec::format_precise(at)])
+        .arg("--to")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert_eq!(tree(&out), original);
+
+    stop(&mut daemon);
+    assert_eq!(entries(&pin_dir), Vec::<PathBuf>::new(), "pins left behind");
+}
+
+/// Everything in a directory.
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect()
+}
+
+/// Every file below the pin directory, with its metadata.
+fn pin_files(dir: &Path) -> Vec<(PathBuf, fs::Metadata)> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| Some((e.path().to_path_buf(), e.metadata().ok()?)))
+        .collect()
+}
+
+fn pinned_inodes(dir: &Path) -> BTreeSet<u64> {
+    pin_files(dir).iter().map(|(_, m)| m.ino()).collect()
+}
+
+/// Holds one open(2) until released, chosen by process and path: a fanotify permission
+/// event (FAN_OPEN_PERM) on a file's inode, so opens through any of its hard links are
+/// seen with the path they used. Every other open of the file is allowed at once, also
+/// while the chosen one is held. Needs CAP_SYS_ADMIN.
+struct OpenHold {
+    group: std::os::fd::OwnedFd,
+    held: std::sync::mpsc::Receiver<PathBuf>,
+    released: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl OpenHold {
+    /// Will hold the first open by process `pid` through a path below `below`.
+    fn new(pid: u32, below: &Path) -> OpenHold {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        // SAFETY: plain system call; the descriptor is owned below.
+        let fd = unsafe {
+            libc::fanotify_init(
+                libc::FAN_CLASS_CONTENT | libc::FAN_CLOEXEC | libc::FAN_NONBLOCK,
+                (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_LARGEFILE) as u32,
+            )
+        };
+        assert!(
+            fd >= 0,
+            "fanotify_init: {} (this test needs CAP_SYS_ADMIN and a kernel with fanotify permission events)",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: a fresh descriptor nobody else owns.
+        let group = unsafe { OwnedFd::from_raw_fd(fd) };
+        let (held_tx, held) = std::sync::mpsc::channel();
+        let released = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (released, stop) = (released.clone(), stop.clone());
+            let below = below.to_path_buf();
+            let fd = group.as_raw_fd();
+            std::thread::spawn(move || {
+                let allow = |event_fd: i32| {
+                    let response = libc::fanotify_response {
+                        fd: event_fd,
+                        response: libc::FAN_ALLOW,
+                    };
+                    // SAFETY: writes a response struct to the group; closes the event's
+                    // descriptor, which the kernel gave to this process.
+                    unsafe {
+                        libc::write(
+                            fd,
+                            (&raw const response).cast(),
+                            std::mem::size_of_val(&response),
+                        );
+                        libc::close(event_fd);
+                    }
+                };
+                let mut holding: Option<i32> = None;
+                let mut done = false;
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let stopping = stop.load(Ordering::SeqCst);
+                    if (stopping || released.load(Ordering::SeqCst))
+                        && let Some(e) = holding.take()
+                    {
+                        allow(e);
+                    }
+                    if stopping {
+                        break;
+                    }
+                    let mut pfd = libc::pollfd {
+                        fd,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd.
+                    if unsafe { libc::poll(&mut pfd, 1, 10) } <= 0 {
+                        continue;
+                    }
+                    // SAFETY: reads into a buffer of the given length.
+                    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+                    let n = if n > 0 { n as usize } else { continue };
+                    let size = std::mem::size_of::<libc::fanotify_event_metadata>();
+                    let mut off = 0;
+                    while off + size <= n {
+                        // SAFETY: the kernel wrote a whole event here.
+                        let m: libc::fanotify_event_metadata =
+                            unsafe { std::ptr::read_unaligned(buf[off..].as_ptr().cast()) };
+                        assert_eq!(m.vers, libc::FANOTIFY_METADATA_VERSION);
+                        off += (m.event_len as usize).max(size);
+                        if m.fd < 0 {
+                            continue;
+                        }
+                        let path =
+                            fs::read_link(format!("/proc/self/fd/{}", m.fd)).unwrap_or_default();
+                        if !done && m.pid == pid as i32 && path.starts_with(&below) {
+                            done = true;
+                            holding = Some(m.fd);
+                            let _ = held_tx.send(path);
+                        } else {
+                            allow(m.fd);
+                        }
+                    }
+                }
+            })
+        };
+        OpenHold {
+            group,
+            held,
+            released,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Watches opens of `file` (its inode: every hard link of it).
+    fn watch(&self, file: &Path) {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(file.as_os_str().as_bytes()).unwrap();
+        // SAFETY: valid descriptor and NUL-terminated path.
+        let r = unsafe {
+            libc::fanotify_mark(
+                self.group.as_raw_fd(),
+                libc::FAN_MARK_ADD,
+                libc::FAN_OPEN_PERM,
+                libc::AT_FDCWD,
+                c.as_ptr(),
+            )
+        };
+        assert_eq!(r, 0, "fanotify_mark: {}", std::io::Error::last_os_error());
+    }
+
+    /// The path the held open used, once it happens.
+    fn wait_held(&self, timeout: Duration) -> Option<PathBuf> {
+        self.held.recv_timeout(timeout).ok()
+    }
+
+    /// Lets the held open proceed.
+    fn release(&mut self) {
+        self.released
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for OpenHold {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }

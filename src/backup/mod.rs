@@ -588,17 +588,19 @@ fn release_pins(pins: &Pins, catalog: &mut Catalog, pinned: &[Pinned]) -> Result
         pins.release(&p.pinned);
         if let Ok(meta) = std::fs::symlink_metadata(&p.original) {
             let now = stat_key(&meta);
-            let same = now.dev == p.stat.dev
-                && now.ino == p.stat.ino
-                && now.size == p.stat.size
-                && now.mtime_ns == p.stat.mtime_ns;
-            if same && now != p.stat {
+            if same_content(&now, &p.stat) && now != p.stat {
                 learned.push((now, p.id));
             }
         }
     }
     catalog.remember_stats(&learned)?;
     Ok(())
+}
+
+/// Same inode, size and mtime: the same content, whatever happened to its links (which
+/// move only the ctime).
+fn same_content(a: &crate::catalog::StatKey, b: &crate::catalog::StatKey) -> bool {
+    a.dev == b.dev && a.ino == b.ino && a.size == b.size && a.mtime_ns == b.mtime_ns
 }
 
 /// Keeps a path's current version (if any) open: it is there, but its current content
@@ -744,9 +746,11 @@ fn hash_job(mut job: HashJob) -> Hashed {
             return Hashed::Changed { file: job.file };
         }
     };
-    // The stat cache may only vouch for content read from exactly this inode state.
+    // The stat cache may only vouch for content read from this inode state. A move of
+    // the ctime alone is a link added or removed, not new content (the stat cache's own
+    // rule): a compaction deleting the original of a pinned file does exactly that.
     match std::fs::symlink_metadata(&job.file.path) {
-        Ok(meta) if stat_key(&meta) == job.file.stat => Hashed::Ok {
+        Ok(meta) if same_content(&stat_key(&meta), &job.file.stat) => Hashed::Ok {
             id: *BlobId::as_bytes(&id),
             file: job.file,
             original,
