@@ -103,12 +103,14 @@ async fn run(n: usize, dir: &Path) {
         .unwrap_or_else(|e| fail(&e.to_string()));
     let t = Instant::now();
     write_blobs(&dir.join("repo"), 1, n);
-    println!("setup: {n} blob objects written in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "setup: {n} blob objects written in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
     // One node's history: a version per blob; the first half ended.
     let t = Instant::now();
-    let mut catalog =
-        Catalog::open(&dir.join("node.db")).unwrap_or_else(|e| fail(&e.to_string()));
+    let mut catalog = Catalog::open(&dir.join("node.db")).unwrap_or_else(|e| fail(&e.to_string()));
     let key = |i: usize| FileKey {
         data_dir: "/var/lib/cassandra/data".into(),
         keyspace: "ks".into(),
@@ -139,7 +141,10 @@ async fn run(n: usize, dir: &Path) {
     commit(&repo, &mut catalog, std::mem::take(&mut changes)).await;
     let ended = timespec::now();
     for i in 0..n / 2 {
-        changes.push(Change::End { key: key(i), at: ended });
+        changes.push(Change::End {
+            key: key(i),
+            at: ended,
+        });
         if changes.len() >= BATCH {
             commit(&repo, &mut catalog, std::mem::take(&mut changes)).await;
         }
@@ -166,7 +171,10 @@ async fn run(n: usize, dir: &Path) {
     };
     let mut view =
         Catalog::open(&dir.join("node.all-nodes.db")).unwrap_or_else(|e| fail(&e.to_string()));
-    for phase in ["gc 1 (read logs, list, retention, condemn)", "gc 2 (list, delete)"] {
+    for phase in [
+        "gc 1 (read logs, list, retention, condemn)",
+        "gc 2 (list, delete)",
+    ] {
         reset_peak();
         let t = Instant::now();
         let s = gc::run(&repo, &mut view, &opts, Arc::new(Progress::default()))

@@ -310,3 +310,76 @@ fn gc_on_one_node_while_another_node_backs_up_a_storm_never_loses_a_retained_blo
         "gc never deleted anything: the test proved nothing"
     );
 }
+
+#[test]
+fn a_node_never_frees_what_another_node_still_references_and_config_retention_applies() {
+    let repo = Repo::new();
+    let (a, b) = (repo.path("a"), repo.path("b"));
+    let shared = content(7, 5000);
+    write_sstable(&a, 1, &shared);
+    write_sstable(&b, 1, &shared);
+    write_sstable(&a, 2, &content(8, 5000));
+    for (node, dir) in [("a", &a), ("b", &b)] {
+        ok(repo
+            .as_node(node)
+            .args(["backup", "--init", "--data-dir"])
+            .arg(dir)
+            .output()
+            .unwrap());
+    }
+    // Node a drops both of its SSTables; b still has the shared one.
+    remove_sstable(&a, 1);
+    remove_sstable(&a, 2);
+    ok(repo
+        .as_node("a")
+        .args(["backup", "--data-dir"])
+        .arg(&a)
+        .output()
+        .unwrap());
+    // Retention from the config file: keep only the newest snapshot of each node.
+    let config = repo.path("tablesafe.toml");
+    fs::write(&config, "[retention]\nkeep_last = 1\n").unwrap();
+    for _ in 0..2 {
+        let out = ok(repo
+            .as_node("a")
+            .arg("--config")
+            .arg(&config)
+            .args(["gc", "--grace", "0s"])
+            .output()
+            .unwrap());
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(stdout.contains("keep 1 last"), "{stdout}");
+    }
+    // Only a's own SSTable 2 is gone; the shared Data.db and TOC.txt stay for b.
+    assert_eq!(repo.blob_count(), 2);
+    let shared_id = blake3::hash(&shared).to_hex().to_string();
+    assert!(
+        walk(&repo.path("repo/blobs"))
+            .keys()
+            .any(|k| k.ends_with(&shared_id))
+    );
+    let out = repo.path("restored-b");
+    ok(repo
+        .as_node("b")
+        .args(["restore", "--at", "now", "--to"])
+        .arg(&out)
+        .output()
+        .unwrap());
+    assert_eq!(walk(&out.join("ks")), walk(&b.join("ks")));
+    ok(repo
+        .as_node("a")
+        .args(["verify", "--read-data"])
+        .output()
+        .unwrap());
+    // A time that retention no longer covers is refused with a clear line.
+    let refused = repo
+        .as_node("a")
+        .args(["restore", "--at", "1h ago", "--to"])
+        .arg(repo.path("nowhere"))
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("is no longer restorable"), "{stderr}");
+}

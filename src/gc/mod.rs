@@ -152,9 +152,16 @@ pub async fn run(
     // so it cannot be condemned or deleted by this run, and every record that reached
     // the repository before the listing ended is read.
     list_into(repo, view, &mut summary).await?;
-    tracing::info!(blobs = summary.blobs_listed, secs = started.elapsed().as_secs_f64(), "listed the repository's blobs");
+    tracing::info!(
+        blobs = summary.blobs_listed,
+        secs = started.elapsed().as_secs_f64(),
+        "listed the repository's blobs"
+    );
     mirror::sync_all(repo, view).await?;
-    tracing::info!(secs = started.elapsed().as_secs_f64(), "read every node's log");
+    tracing::info!(
+        secs = started.elapsed().as_secs_f64(),
+        "read every node's log"
+    );
     let nodes = view.nodes()?;
     if nodes.is_empty() && summary.blobs_listed > 0 && !opts.force {
         return Err(GcError::NoHistory {
@@ -219,7 +226,11 @@ pub async fn run(
     // 4: what the retained versions refer to.
     summary.blobs_referenced = view.reach_mark_referenced()?;
     summary.blobs_missing = count(view, GcSet::Missing)?.0;
-    tracing::info!(referenced = summary.blobs_referenced, secs = started.elapsed().as_secs_f64(), "marked referenced blobs");
+    tracing::info!(
+        referenced = summary.blobs_referenced,
+        secs = started.elapsed().as_secs_f64(),
+        "marked referenced blobs"
+    );
 
     // 5: absolve, then condemn.
     let (absolved, _) = record_set(repo, view, GcSet::ToAbsolve, opts.dry_run, |hashes| {
@@ -239,7 +250,12 @@ pub async fn run(
     .await?;
     summary.blobs_condemned = condemned;
     summary.bytes_condemned = condemned_bytes;
-    tracing::info!(condemned, absolved, secs = started.elapsed().as_secs_f64(), "recorded condemned and absolved blobs");
+    tracing::info!(
+        condemned,
+        absolved,
+        secs = started.elapsed().as_secs_f64(),
+        "recorded condemned and absolved blobs"
+    );
 
     // 6: delete what an earlier run condemned more than the grace period ago. A blob
     // condemned by this very run always waits for a later one.
