@@ -2,7 +2,8 @@
 //! holds a version for each; half the versions ended long enough ago that retention
 //! drops them. Times the two gc runs (the first condemns half the blobs, the second
 //! deletes them) and, as the baseline measured in the same run, deleting the same
-//! number of blob objects with the same store call and concurrency and no gc around it.
+//! number of blob objects (written at the same time as gc's) with the same store call
+//! and concurrency and no gc around it.
 //! Peak RSS is reported per phase (the peak is reset before each).
 //!
 //! ```text
@@ -103,8 +104,11 @@ async fn run(n: usize, dir: &Path) {
         .unwrap_or_else(|e| fail(&e.to_string()));
     let t = Instant::now();
     write_blobs(&dir.join("repo"), 1, n);
+    // The baseline's objects, written now so they are as old (as cold) as gc's.
+    write_blobs(&dir.join("baseline"), 2, n / 2);
     println!(
-        "setup: {n} blob objects written in {:.1} s",
+        "setup: {n} blob objects (and {} for the baseline) written in {:.1} s",
+        n / 2,
         t.elapsed().as_secs_f64()
     );
 
@@ -192,12 +196,18 @@ async fn run(n: usize, dir: &Path) {
 
     // Baseline: the same number of deletes, same call, same concurrency, no gc.
     let half = n / 2;
-    write_blobs(&dir.join("repo"), 2, half);
+    let baseline = Repository::init(
+        &format!("file://{}", dir.join("baseline").display()),
+        &StoreOptions::default(),
+    )
+    .await
+    .unwrap_or_else(|e| fail(&e.to_string()));
     let ids: Vec<BlobId> = (0..half).map(|i| id(2, i)).collect();
     reset_peak();
     let t = Instant::now();
     for chunk in ids.chunks(1000) {
-        repo.delete_blobs(chunk, 16)
+        baseline
+            .delete_blobs(chunk, 16)
             .await
             .unwrap_or_else(|e| fail(&e.to_string()));
     }

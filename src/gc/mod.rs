@@ -373,7 +373,10 @@ async fn sweep(
     summary: &mut GcSummary,
 ) -> Result<(), GcError> {
     let mut after = None;
+    // Where the time goes, for the log: re-reading logs, checks, deletes, records.
+    let mut spent = [std::time::Duration::ZERO; 4];
     loop {
+        let t = Instant::now();
         let page = view.reach_page(
             GcSet::ToDelete { condemned_by },
             after.as_ref(),
@@ -382,6 +385,8 @@ async fn sweep(
         let Some(last) = page.last() else { break };
         after = Some(last.0);
         mirror::sync_all(repo, view).await?;
+        spent[0] += t.elapsed();
+        let t = Instant::now();
         let mut sizes: BTreeMap<Hash32, u64> = BTreeMap::new();
         let mut needed = Vec::new();
         for (hash, size) in page {
@@ -396,8 +401,12 @@ async fn sweep(
             mirror::append_gc_batch(repo, view, vec![Change::Absolve { hashes: needed }]).await?;
         }
         let ids: Vec<BlobId> = sizes.keys().map(|h| BlobId::from_bytes(*h)).collect();
+        spent[1] += t.elapsed();
+        let t = Instant::now();
         // If this fails part-way, the next run finds the deleted ones gone and records them.
         let deleted = repo.delete_blobs(&ids, opts.parallel).await?;
+        spent[2] += t.elapsed();
+        let t = Instant::now();
         if !deleted.is_empty() {
             let hashes: Vec<Hash32> = deleted.iter().map(|id| *id.as_bytes()).collect();
             let freed: u64 = hashes.iter().filter_map(|h| sizes.get(h)).sum();
@@ -406,6 +415,15 @@ async fn sweep(
             progress.add_done_many(hashes.len() as u64, freed);
             mirror::append_gc_batch(repo, view, vec![Change::Delete { hashes }]).await?;
         }
+        spent[3] += t.elapsed();
     }
+    let [logs, checks, deletes, records] = spent.map(|d| d.as_secs_f64());
+    tracing::info!(
+        logs,
+        checks,
+        deletes,
+        records,
+        "deletion phase: seconds spent"
+    );
     Ok(())
 }
