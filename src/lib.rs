@@ -22,6 +22,7 @@ pub mod backup;
 pub mod cassandra;
 pub mod catalog;
 pub mod config;
+pub mod inflight;
 pub mod metrics;
 pub mod progress;
 pub mod restore;

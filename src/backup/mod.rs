@@ -32,6 +32,7 @@ use crate::cassandra::Component;
 use crate::cassandra::digest::{DigestAlgorithm, verify_file};
 use crate::catalog::mirror::{self, MirrorError};
 use crate::catalog::{Catalog, CatalogError, Change, FileKey, Hash32, OpenVersion};
+use crate::inflight::Budget;
 pub use crate::progress::Progress;
 use crate::store::{BlobId, Repository, StoreError, hash_file};
 use crate::timespec::{self, Micros};
@@ -501,11 +502,17 @@ async fn backup_data_dir(
     recorder.commit_if_full(repo, catalog).await?;
 
     // New content: upload, and record each blob's files only once it is durable.
+    // `parallel` large blobs at once, many more small ones (see `inflight`).
+    let budget = Budget::new(parallel);
+    let budget = &budget;
     let mut results = futures::stream::iter(uploads.into_iter().map(|(id, files)| async move {
+        let _room = budget
+            .acquire(files.first().map_or(0, FoundFile::size))
+            .await;
         let outcome = upload_one(repo, &files).await;
         (id, files, outcome)
     }))
-    .buffer_unordered(parallel);
+    .buffer_unordered(budget.max_in_flight());
     while let Some((id, files, outcome)) = results.next().await {
         match outcome {
             Ok(Some(put)) => {
