@@ -25,6 +25,7 @@ pub mod cassandra;
 pub mod catalog;
 pub mod config;
 pub mod gc;
+pub mod inflight;
 pub mod metrics;
 pub mod progress;
 pub mod restore;

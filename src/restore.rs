@@ -4,9 +4,11 @@
 //! Planning reads only the catalog: the file versions live at the chosen time (a time, or
 //! a named point), filtered by keyspace and table. Nothing is LISTed in the repository.
 //!
-//! Every file is written by [`Repository::get_to_file`]: streamed, decompressed and hashed
-//! into `<file>.partial`, fsynced, checked against its BLAKE3 id, and only then renamed
-//! into place, so a final path never holds a byte that was not verified. Each file's mtime
+//! Every file is written by [`Repository::get_to_file_deferring_dir_sync`]: streamed,
+//! decompressed and hashed into `<file>.partial`, fsynced, checked against its BLAKE3 id,
+//! and only then renamed into place, so a final path never holds a byte that was not
+//! verified, even after a crash. The directories are fsynced once each at the end, which
+//! makes the renames durable before the restore reports success. Each file's mtime
 //! is set back to what the node had. Content is downloaded once: other files with the
 //! same bytes are hard-linked where Cassandra had hard links (`snapshots/`, `backups/`)
 //! and copied locally otherwise.
@@ -30,6 +32,7 @@ use serde::Serialize;
 use crate::backup::filter::{glob_match, is_system_keyspace};
 use crate::cassandra::{FileKind, Location, classify};
 use crate::catalog::{Catalog, CatalogError, FileVersion, Hash32, SnapshotFilter, SnapshotRow};
+use crate::inflight::Budget;
 pub use crate::progress::Progress;
 use crate::store::{BlobId, Repository, hash_file};
 use crate::timespec::{self, Micros};
@@ -609,20 +612,73 @@ pub async fn execute(
         .snapshot
         .clone()
         .unwrap_or_else(|| timespec::format_precise(plan.point.time));
+    // `--parallel` large blobs at once, many more small ones: a small blob's time is
+    // its request's round trip, not bandwidth (see `inflight`).
+    let budget = Budget::new(opts.parallel);
     let jobs = by_hash.into_iter().map(|(hash, targets)| {
         let progress = progress.clone();
         let point = point.clone();
-        async move { restore_blob(repo, hash, targets, &point, &progress).await }
+        let budget = &budget;
+        async move {
+            let size = targets.first().map_or(0, |(f, _)| f.version.size);
+            let _room = budget.acquire(size).await;
+            restore_blob(repo, hash, targets, &point, &progress).await
+        }
     });
-    let mut results = futures::stream::iter(jobs).buffer_unordered(opts.parallel.max(1));
+    let mut results = futures::stream::iter(jobs).buffer_unordered(budget.max_in_flight());
     while let Some(result) = results.next().await {
         summary.downloaded += result.downloaded;
         summary.linked += result.linked;
         summary.copied += result.copied;
         summary.failed.extend(result.failed);
     }
+    // Each file's bytes were fsynced before its rename; the renames, links and new
+    // directories are made durable here, once per directory rather than once per file.
+    let dirs = restored_dirs(&opts.to, plan.files.iter().map(|f| f.dest.as_path()));
+    tokio::task::spawn_blocking(move || sync_dirs(&dirs))
+        .await
+        .map_err(|e| RestoreError::Internal(e.to_string()))??;
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// Every directory a restore wrote into or created, deepest first, and the target's
+/// parent (where the target itself may have been created).
+fn restored_dirs<'a>(to: &Path, dests: impl Iterator<Item = &'a Path>) -> Vec<PathBuf> {
+    let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
+    for dest in dests {
+        let mut dir = dest.parent();
+        while let Some(d) = dir {
+            if d.as_os_str().is_empty() || !dirs.insert(to.join(d)) {
+                break;
+            }
+            dir = d.parent();
+        }
+    }
+    dirs.insert(to.to_path_buf());
+    if let Some(parent) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
+        dirs.insert(parent.to_path_buf());
+    }
+    let mut dirs: Vec<PathBuf> = dirs.into_iter().collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    dirs
+}
+
+fn sync_dirs(dirs: &[PathBuf]) -> Result<(), RestoreError> {
+    for dir in dirs {
+        match fs::File::open(dir).and_then(|d| d.sync_all()) {
+            Ok(()) => {}
+            // A directory that holds no restored file any more (every file failed).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(RestoreError::Io {
+                    path: dir.clone(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Default)]
@@ -654,7 +710,7 @@ async fn restore_blob(
             explain(e)
         )
     };
-    if let Err(e) = repo.get_to_file(&id, first_dest).await {
+    if let Err(e) = repo.get_to_file_deferring_dir_sync(&id, first_dest).await {
         for (f, _) in &targets {
             out.failed.push(describe(f, &e));
         }

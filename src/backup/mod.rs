@@ -32,6 +32,7 @@ use crate::cassandra::Component;
 use crate::cassandra::digest::{DigestAlgorithm, verify_file};
 use crate::catalog::mirror::{self, MirrorError};
 use crate::catalog::{Catalog, CatalogError, Change, FileKey, Hash32, OpenVersion};
+use crate::inflight::Budget;
 pub use crate::progress::Progress;
 use crate::store::{BlobId, Repository, StoreError, hash_file};
 use crate::timespec::{self, Micros};
@@ -514,12 +515,18 @@ async fn backup_data_dir(
         .into_iter()
         .map(|(id, files)| Ok((id, files, catalog.is_condemned(&id)?)))
         .collect::<Result<_, CatalogError>>()?;
+    // `parallel` large blobs at once, many more small ones (see `inflight`).
+    let budget = Budget::new(parallel);
+    let budget = &budget;
     let mut results =
         futures::stream::iter(uploads.into_iter().map(|(id, files, again)| async move {
+            let _room = budget
+                .acquire(files.first().map_or(0, FoundFile::size))
+                .await;
             let outcome = upload_one(repo, &files, again).await;
             (id, files, again, outcome)
         }))
-        .buffer_unordered(parallel);
+        .buffer_unordered(budget.max_in_flight());
     while let Some((id, files, again, outcome)) = results.next().await {
         match outcome {
             Ok(Some(put)) => {

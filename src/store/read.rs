@@ -11,7 +11,8 @@
 //!
 //! [`get_to_file`] writes to `<dest>.partial`, fsyncs it, and renames it to `dest` only
 //! when the BLAKE3 of what was written equals the blob id; otherwise (or on any other
-//! error) it deletes the `.partial` file and leaves `dest` as it was. A missing blob,
+//! error) it deletes the `.partial` file and leaves `dest` as it was. Then it fsyncs the
+//! directory, unless the caller does that once for many files (a restore). A missing blob,
 //! a damaged one (bad framing, truncated, undecodable frame) and one whose content does
 //! not match its id each give their own error naming the blob.
 
@@ -102,7 +103,10 @@ pub(crate) async fn read_blob_into<W: Write + Send + 'static>(
             use std::io::{Seek, SeekFrom};
             file.seek(SeekFrom::Start(got.range.start))
                 .map_err(|source| StoreError::ReadFile { path, source })?;
-            Box::new(io::BufReader::with_capacity(1024 * 1024, file))
+            // Many small blobs are read at once: no bigger buffer than the object.
+            let len = got.range.end.saturating_sub(got.range.start);
+            let capacity = usize::try_from(len.min(1024 * 1024)).unwrap_or(1024 * 1024);
+            Box::new(io::BufReader::with_capacity(capacity.max(8 * 1024), file))
         }
         GetResultPayload::Stream(mut stream) => {
             let (tx, rx) = mpsc::channel(16);
@@ -146,6 +150,9 @@ pub(crate) async fn read_blob_into<W: Write + Send + 'static>(
     }
 }
 
+/// Frames smaller than this are decoded on the calling thread when nothing is queued.
+const INLINE_DECODE: usize = 256 * 1024;
+
 fn decode_stream<R: Read, W: Write>(
     reader: R,
     mut writer: W,
@@ -173,9 +180,15 @@ fn decode_stream<R: Read, W: Write>(
             FrameKind::Raw => Vec::new(),
         };
         let (ftx, frx) = std_mpsc::sync_channel(1);
-        rayon::spawn(move || {
+        if (entry.raw_len as usize) < INLINE_DECODE && inflight.is_empty() {
+            // A small frame with nothing ahead of it (a small blob): decoding it here is
+            // cheaper than waking a pool thread; small blobs download several at once.
             let _ = ftx.send(decode_frame_into(entry, payload, out));
-        });
+        } else {
+            rayon::spawn(move || {
+                let _ = ftx.send(decode_frame_into(entry, payload, out));
+            });
+        }
         inflight.push_back(frx);
         while inflight.len() >= window {
             if let Some(rx) = inflight.pop_front() {
@@ -212,6 +225,7 @@ pub(crate) async fn get_to_file(
     repo: &Repository,
     id: &BlobId,
     dest: &Path,
+    sync_dir: bool,
 ) -> Result<u64, StoreError> {
     let partial = partial_path(dest)?;
     let write_err = |path: &Path| {
@@ -241,6 +255,9 @@ pub(crate) async fn get_to_file(
                 });
             }
             std::fs::rename(&partial, &dest).map_err(write_err(&dest))?;
+            if !sync_dir {
+                return Ok(());
+            }
             if let Some(parent) = dest.parent() {
                 let dir = if parent.as_os_str().is_empty() {
                     Path::new(".")

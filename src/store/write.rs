@@ -46,7 +46,7 @@ use std::sync::mpsc as std_mpsc;
 
 use bytes::Bytes;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 use tokio::sync::mpsc;
 
 use super::blob::{EncodedFrame, FrameEntry, encode_frame_into, encode_header, encode_trailer};
@@ -73,7 +73,11 @@ async fn put_hash_first(repo: &Repository, path: &Path) -> Result<PutOutcome, St
         .await
         .map_err(join_err)??;
     let key = blob_key(&id);
-    if let Some(stored_size) = repo.head_size(&key).await? {
+    // A small blob on a remote store: one conditional PUT instead of HEAD + PUT (a small
+    // blob's cost is its requests' round trips). Should a store ignore the condition, it
+    // overwrites the blob with the same bytes.
+    let create_only = size < SMALL_BLOB && repo.url().local_path().is_none();
+    if !create_only && let Some(stored_size) = repo.head_size(&key).await? {
         return Ok(PutOutcome {
             id,
             size,
@@ -81,7 +85,16 @@ async fn put_hash_first(repo: &Repository, path: &Path) -> Result<PutOutcome, St
             uploaded: false,
         });
     }
-    let up = upload_encoded(repo, &key, path, Some(id)).await?;
+    let up = upload_encoded(repo, &key, path, Some(id), create_only).await?;
+    if up.already_there {
+        let stored_size = repo.head_size(&key).await?.unwrap_or(up.stored_size);
+        return Ok(PutOutcome {
+            id,
+            size: up.raw_size,
+            stored_size,
+            uploaded: false,
+        });
+    }
     Ok(PutOutcome {
         id,
         size: up.raw_size,
@@ -99,7 +112,7 @@ pub(crate) async fn put_file_again(
     let (id, _) = tokio::task::spawn_blocking(move || hash_file(&p))
         .await
         .map_err(join_err)??;
-    let up = upload_encoded(repo, &blob_key(&id), path, Some(id)).await?;
+    let up = upload_encoded(repo, &blob_key(&id), path, Some(id), false).await?;
     Ok(PutOutcome {
         id,
         size: up.raw_size,
@@ -108,9 +121,12 @@ pub(crate) async fn put_file_again(
     })
 }
 
+/// Files smaller than this go to a remote store with one conditional PUT, no HEAD first.
+const SMALL_BLOB: u64 = 1024 * 1024;
+
 async fn put_staging(repo: &Repository, path: &Path) -> Result<PutOutcome, StoreError> {
     let staging = ObjectPath::from(format!("staging/{}", uuid::Uuid::new_v4()));
-    let up = upload_encoded(repo, &staging, path, None).await?;
+    let up = upload_encoded(repo, &staging, path, None, false).await?;
     let key = blob_key(&up.id);
     let moved = async {
         if repo.head_size(&key).await?.is_some() {
@@ -145,6 +161,8 @@ pub(crate) struct Uploaded {
     pub id: BlobId,
     pub raw_size: u64,
     pub stored_size: u64,
+    /// `create_only` was asked and an object was already at the key: nothing written.
+    pub already_there: bool,
 }
 
 /// Part size for a file: the configured size, raised so the upload needs at most
@@ -157,12 +175,15 @@ fn part_size_for(configured: usize, file_len: u64) -> usize {
 }
 
 /// Encodes `path` and uploads it to `key`. With `expected`, the upload is abandoned
-/// (nothing appears at `key`) if the bytes read do not hash to it.
+/// (nothing appears at `key`) if the bytes read do not hash to it. With `create_only`,
+/// a blob sent in one PUT is sent as a conditional create, and an object already at
+/// `key` is left as it is (`already_there`); a multipart upload ignores it.
 async fn upload_encoded(
     repo: &Repository,
     key: &ObjectPath,
     path: &Path,
     expected: Option<BlobId>,
+    create_only: bool,
 ) -> Result<Uploaded, StoreError> {
     let opts = repo.options();
     let level = repo.config().compression.level;
@@ -234,30 +255,48 @@ async fn upload_encoded(
             path: path.to_path_buf(),
         });
     }
+    let mode = if create_only {
+        PutMode::Create
+    } else {
+        PutMode::Overwrite
+    };
     let done = match upload {
         Some(w) => w.finish().await,
-        None => repo.store().put(key, PutPayload::from_iter(pending)).await,
+        None => {
+            let opts = PutOptions {
+                mode,
+                ..Default::default()
+            };
+            repo.store()
+                .put_opts(key, PutPayload::from_iter(pending), opts)
+                .await
+        }
     };
-    done.map_err(|e| repo.classify(e))?;
+    let already_there = match done {
+        Ok(_) => false,
+        Err(object_store::Error::AlreadyExists { .. })
+        | Err(object_store::Error::Precondition { .. })
+            if create_only =>
+        {
+            true
+        }
+        Err(e) => return Err(repo.classify(e)),
+    };
     Ok(Uploaded {
         id,
         raw_size,
         stored_size,
+        already_there,
     })
 }
 
-/// Reads up to `buf.len()` bytes, stopping early only at end of file.
-fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
+/// Frames smaller than this are encoded on the reader thread when nothing is queued.
+const SPAWN_THRESHOLD: usize = 256 * 1024;
+
+/// Appends up to `want` bytes to `buf` (whose spare capacity need not be zeroed),
+/// stopping early only at end of file.
+fn read_up_to(file: &mut File, buf: &mut Vec<u8>, want: usize) -> io::Result<usize> {
+    file.by_ref().take(want as u64).read_to_end(buf)
 }
 
 struct Emitter {
@@ -310,20 +349,29 @@ fn encode_file(
     };
     let mut raw_size = 0u64;
     loop {
-        let mut buf = vec![0u8; frame_size as usize];
-        let n = read_full(&mut file, &mut buf).map_err(read_err)?;
+        // Sized to what is left of the file (plus one byte, to notice a file that grew):
+        // a zeroed frame-size buffer per small file costs more than compressing it.
+        let left = expected_len.saturating_sub(raw_size).saturating_add(1);
+        let want = (frame_size as u64).min(left) as usize;
+        let mut buf = Vec::with_capacity(want);
+        let n = read_up_to(&mut file, &mut buf, want).map_err(read_err)?;
         if n == 0 {
             break;
         }
-        buf.truncate(n);
         hasher.update(&buf);
         raw_size += n as u64;
         // Allocated here, on the reader thread: see `blob::encode_frame_into`.
         let out_buf = Vec::with_capacity(n);
         let (ftx, frx) = std_mpsc::sync_channel(1);
-        rayon::spawn(move || {
+        if n < SPAWN_THRESHOLD && inflight.is_empty() {
+            // A small frame with nothing ahead of it: encoding it here is cheaper than
+            // waking a pool thread (small files are encoded several at once anyway).
             let _ = ftx.send(encode_frame_into(buf, out_buf, level));
-        });
+        } else {
+            rayon::spawn(move || {
+                let _ = ftx.send(encode_frame_into(buf, out_buf, level));
+            });
+        }
         inflight.push_back(frx);
         while inflight.len() >= window {
             if let Some(rx) = inflight.pop_front() {

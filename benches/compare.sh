@@ -1,0 +1,265 @@
+#!/usr/bin/env bash
+# tablesafe against the tools an operator would use instead, on the same generated
+# Cassandra-like data, on this machine, in one run:
+#
+#   benches/compare.sh [SIZE] [SSTABLES] [WORK_DIR]
+#     SIZE      data size, e.g. 2G (default), 500M
+#     SSTABLES  SSTables of eight files each (default 1250: 10,000 files)
+#     WORK_DIR  default: a new directory under /tmp (needs ~5x SIZE free; removed at the end
+#               unless KEEP=1)
+#
+# Steps, each timed for every tool:
+#   1. initial backup
+#   2. no-change backup
+#   3. backup after a flush (8 new small SSTables), a compaction (4 SSTables of the busiest
+#      table replaced by one) and `nodetool snapshot shop` (hard links of one keyspace)
+#   4. full restore of the latest backup into an empty directory, starting from the
+#      repository alone (tablesafe's catalog and restic's cache are deleted first);
+#      every restored tree is checked file by file against b3sum of the source
+# Tools: tablesafe and restic into a local directory and into a local S3-protocol server
+# (s3s-fs on 127.0.0.1, its own process, the same for both), borg into a local directory,
+# and the physical baseline over the initial files: `b3sum` and `zstd -1 -T0`, each reading
+# every file once (baseline = the two added).
+#
+# Measured with /usr/bin/time: wall seconds, CPU seconds (user + sys) and peak RSS of the
+# tool's process; for S3 rows, the server's CPU seconds during the step too. "stored" is
+# the repository's size after the step (du --apparent-size). The page cache is warm for
+# every tool alike (the data was just generated; each restore reads a repository the
+# machine just wrote). Settings: tablesafe defaults (zstd -1, --parallel 4 for backup, 8
+# for restore); restic 0.14 defaults (repository v2, compression auto, encrypted: restic
+# cannot turn encryption off); borg 1.2 `-e none`, default lz4 compression.
+#
+# Installs restic, borg, b3sum and zstd from Debian's packages if missing, and s3s-fs
+# with cargo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE=${1:-2G}
+SSTABLES=${2:-1250}
+work=${3:-$(mktemp -d /tmp/tablesafe-compare.XXXXXX)}
+mkdir -p "$work"
+work=$(cd "$work" && pwd)
+
+need=()
+command -v restic >/dev/null || need+=(restic)
+command -v borg >/dev/null || need+=(borgbackup)
+command -v b3sum >/dev/null || need+=(b3sum)
+command -v zstd >/dev/null || need+=(zstd)
+[ -x /usr/bin/time ] || need+=(time)
+command -v bc >/dev/null || need+=(bc)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+command -v s3s-fs >/dev/null || cargo install --quiet --locked s3s-fs@0.14.1 --features binary
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
+cargo build --release --quiet --bin tablesafe --example gen_data
+target=$(cd "$CARGO_TARGET_DIR" && pwd)/release
+ts="$target/tablesafe"
+gen="$target/examples/gen_data"
+
+data="$work/data"
+results="$work/results.tsv" # tool backend step wall cpu rss_kib stored_bytes server_cpu
+: >"$results"
+s3root="$work/s3"
+s3port=${S3_PORT:-18015}
+s3pid=
+cleanup() {
+  [ -n "$s3pid" ] && kill "$s3pid" 2>/dev/null || true
+  if [ "${KEEP:-0}" != 1 ]; then rm -rf "$work"/{data,s3,repo-*,out-*,cache-*,*.zst,*.db}; fi
+}
+trap cleanup EXIT
+
+log() { echo "[$(date +%T)] $*" >&2; }
+
+# ---------------------------------------------------------------- data and baseline
+log "generating $SIZE in $SSTABLES SSTables under $data"
+gen_init=$("$gen" init "$data" --size "$SIZE" --sstables "$SSTABLES")
+log "data: $gen_init"
+files=$(find "$data" -type f | wc -l)
+bytes=$(du -sb --apparent-size "$data" | cut -f1)
+
+server_cpu() { # seconds of CPU the S3 server has used so far
+  if [ -n "$s3pid" ]; then
+    awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$s3pid/stat"
+  else
+    echo 0
+  fi
+}
+
+# measure TOOL BACKEND STEP STORED_DIR -- command...
+measure() {
+  local tool=$1 backend=$2 step=$3 stored=$4
+  shift 5
+  local tf="$work/time.out" before after
+  before=$(server_cpu)
+  if ! /usr/bin/time -f '%e %U %S %M' -o "$tf" "$@" >"$work/last.out" 2>"$work/last.err"; then
+    echo "FAILED: $tool $backend $step: $*" >&2
+    cat "$work/last.err" >&2
+    exit 1
+  fi
+  after=$(server_cpu)
+  local size=0
+  [ -n "$stored" ] && [ -e "$stored" ] && size=$(du -sb --apparent-size "$stored" | cut -f1)
+  read -r wall user sys rss <"$(tail -1 "$tf" >"$tf.1" && echo "$tf.1")"
+  local srv=-
+  [ "$backend" = s3 ] && srv=$(echo "$after - $before" | bc -l)
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$backend" "$step" "$wall" \
+    "$(echo "$user + $sys" | bc -l)" "$rss" "$size" "$srv" >>"$results"
+  log "$tool $backend $step: ${wall}s wall, $(echo "$user + $sys" | bc -l)s CPU, $((rss / 1024)) MiB"
+}
+
+log "baseline over $files files, $bytes bytes"
+(cd "$data" && find . -type f -print0 | sort -z) >"$work/files0"
+measure b3sum - backup "" -- sh -c "cd '$data' && xargs -0 b3sum <'$work/files0' >/dev/null"
+measure zstd - backup "$work/baseline.zst" -- \
+  sh -c "cd '$data' && xargs -0 zstd -1 -T0 -q -c <'$work/files0' >'$work/baseline.zst'"
+
+# ---------------------------------------------------------------- tools
+mkdir -p "$s3root/bench"
+s3s-fs --host 127.0.0.1 --port "$s3port" --access-key bench --secret-key benchsecret "$s3root" \
+  >"$work/s3s.log" 2>&1 &
+s3pid=$!
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=benchsecret AWS_REGION=us-east-1
+export AWS_ENDPOINT=http://127.0.0.1:$s3port AWS_ALLOW_HTTP=true
+until (exec 3<>/dev/tcp/127.0.0.1/$s3port) 2>/dev/null; do sleep 0.2; done
+
+export RESTIC_PASSWORD=bench
+export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
+export BORG_BASE_DIR="$work/cache-borg"
+
+configs=(tablesafe:file tablesafe:s3 restic:file restic:s3 borg:file)
+
+repo_dir() { # where a configuration's repository lives on disk
+  case $2 in
+    file) echo "$work/repo-$1" ;;
+    s3) echo "$s3root/bench/$1" ;;
+  esac
+}
+
+backup() { # tool backend step
+  local tool=$1 backend=$2 step=$3 dir
+  dir=$(repo_dir "$tool" "$backend")
+  case $tool:$backend in
+    tablesafe:file)
+      measure "$tool" "$backend" "$step" "$dir" -- "$ts" -q --repo "file://$dir" \
+        --catalog "$work/ts-file.db" --node bench backup --init --data-dir "$data" --json
+      cp "$work/last.out" "$work/ts-$backend-$step.json" ;;
+    tablesafe:s3)
+      measure "$tool" "$backend" "$step" "$dir" -- "$ts" -q --repo "s3://bench/tablesafe" \
+        --catalog "$work/ts-s3.db" --node bench backup --init --data-dir "$data" --json
+      cp "$work/last.out" "$work/ts-$backend-$step.json" ;;
+    restic:*)
+      local r=$dir
+      [ "$backend" = s3 ] && r="s3:http://127.0.0.1:$s3port/bench/restic"
+      export RESTIC_CACHE_DIR="$work/cache-restic-$backend"
+      [ "$step" = initial ] && restic -q -r "$r" init >/dev/null
+      measure "$tool" "$backend" "$step" "$dir" -- restic -q -r "$r" backup "$data" ;;
+    borg:file)
+      [ "$step" = initial ] && borg init -e none "$dir"
+      measure "$tool" "$backend" "$step" "$dir" -- borg create --compression lz4 "$dir::$step" "$data" ;;
+  esac
+}
+
+restore() { # tool backend
+  local tool=$1 backend=$2 dir out="$work/out-$1-$2" root
+  dir=$(repo_dir "$tool" "$backend")
+  rm -rf "$out"
+  case $tool:$backend in
+    tablesafe:*)
+      local url="file://$dir"
+      [ "$backend" = s3 ] && url="s3://bench/tablesafe"
+      rm -f "$work/ts-$backend.db"* # restore from the repository alone
+      measure "$tool" "$backend" restore "" -- "$ts" -q --repo "$url" \
+        --catalog "$work/ts-$backend.db" --node bench restore --at now --to "$out" --include-snapshots
+      root=$out ;;
+    restic:*)
+      local r=$dir
+      [ "$backend" = s3 ] && r="s3:http://127.0.0.1:$s3port/bench/restic"
+      export RESTIC_CACHE_DIR="$work/cache-restic-$backend"
+      rm -rf "$RESTIC_CACHE_DIR"
+      measure "$tool" "$backend" restore "" -- restic -q -r "$r" restore latest --target "$out"
+      root=$out$data ;;
+    borg:file)
+      mkdir -p "$out"
+      measure "$tool" "$backend" restore "" -- sh -c "cd '$out' && borg extract '$dir::after'"
+      root=$out$data ;;
+  esac
+  # Every file, with the right content, and nothing else.
+  local n
+  n=$(find "$root" -type f | wc -l)
+  [ "$n" = "$(tr -cd '\0' <"$work/files0" | wc -c)" ] || { echo "$tool $backend restored $n files" >&2; exit 1; }
+  (cd "$root" && b3sum --check --quiet "$work/manifest") || { echo "$tool $backend restore differs" >&2; exit 1; }
+  rm -rf "$out"
+}
+
+for c in "${configs[@]}"; do backup "${c%%:*}" "${c##*:}" initial; done
+for c in "${configs[@]}"; do backup "${c%%:*}" "${c##*:}" nochange; done
+
+live_files() { (cd "$data" && find . -type f -not -path '*/snapshots/*' -printf '%P\t%s\n' | sort); }
+live_files >"$work/live-before"
+log "flush, compaction, snapshot"
+ops_flush=$("$gen" flush "$data")
+ops_compact=$("$gen" compact "$data")
+ops_snap=$("$gen" snapshot "$data" --tag bench --keyspace shop)
+log "flush $ops_flush; compaction $ops_compact; snapshot $ops_snap"
+# The new SSTables: files live now that were not before (a compaction may take flushed ones).
+live_files >"$work/live-after"
+read -r new_files new_bytes < <(comm -13 "$work/live-before" "$work/live-after" |
+  awk -F'\t' '{n++; b += $2} END {print n + 0, b + 0}')
+for c in "${configs[@]}"; do backup "${c%%:*}" "${c##*:}" after; done
+
+# Restores are checked against the final state of the data.
+(cd "$data" && find . -type f -print0 | sort -z) >"$work/files0"
+(cd "$data" && xargs -0 b3sum <"$work/files0" >"$work/manifest")
+for c in "${configs[@]}"; do restore "${c%%:*}" "${c##*:}"; done
+
+# ---------------------------------------------------------------- report
+json_num() { sed -n "s/.*\"$2\": *\([0-9]*\).*/\1/p" "$1" | head -1; }
+snap_meta=$(echo "$ops_snap" | sed 's/.*"bytes":\([0-9]*\),.*/\1/')
+cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
+report="$work/report.md"
+{
+  echo "Data: $files files, $(echo "scale=2; $bytes / 1073741824" | bc) GiB ($SSTABLES SSTables in 12 tables of 3 keyspaces; \`benches/gen_data.rs\`)."
+  echo "Machine: $(nproc) cores ($cpu_model), $(free -g | awk '/Mem:/{print $2}') GiB RAM; $(restic version | cut -d' ' -f1-2), $(borg --version), $(b3sum --version), zstd $(zstd -V | sed 's/.*v\([0-9.]*\).*/\1/')."
+  echo
+  echo "| tool | repo | step | wall s | CPU s | peak RSS MiB | stored MiB | S3 server CPU s |"
+  echo "|---|---|---|---:|---:|---:|---:|---:|"
+  awk -F'\t' '{
+    stored = ($7 > 0) ? sprintf("%.1f", $7 / 1048576) : "";
+    printf "| %s | %s | %s | %.2f | %.2f | %.0f | %s | %s |\n", $1, $2, $3, $4, $5, $6 / 1024, stored, $8
+  }' "$results"
+  echo
+  echo "Speed-up of tablesafe (the other tool's wall time ÷ tablesafe's, same repository kind; >1: tablesafe is faster). Baseline: tablesafe's wall time ÷ (b3sum + zstd)."
+  echo
+  echo "| step | vs restic (file) | vs restic (S3) | vs borg (file) | CPU vs restic (file) | tablesafe (file) ÷ baseline |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  awk -F'\t' '
+    { wall[$1 "/" $2 "/" $3] = $4; cpu[$1 "/" $2 "/" $3] = $5 }
+    END {
+      base = wall["b3sum/-/backup"] + wall["zstd/-/backup"];
+      split("initial nochange after restore", steps, " ");
+      for (i = 1; i <= 4; i++) {
+        s = steps[i];
+        t = wall["tablesafe/file/" s]; t3 = wall["tablesafe/s3/" s];
+        if (t == 0) t = 0.005; if (t3 == 0) t3 = 0.005;
+        tc = cpu["tablesafe/file/" s]; if (tc == 0) tc = 0.005;
+        b = (s == "initial") ? sprintf("%.2fx", t / base) : "";
+        printf "| %s | %.2fx | %.2fx | %.2fx | %.2fx | %s |\n", s,
+          wall["restic/file/" s] / t, wall["restic/s3/" s] / t3, wall["borg/file/" s] / t,
+          cpu["restic/file/" s] / tc, b
+      }
+    }' "$results"
+  echo
+  echo "After the flush and compaction: new SSTables $new_files files, $new_bytes bytes (plus $snap_meta bytes of snapshot manifest and schema);"
+  for b in file s3; do
+    f="$work/ts-$b-after.json"
+    read_bytes=$(json_num "$f" bytes_read)
+    verdict="exactly the new files' bytes"
+    [ "$read_bytes" = $((new_bytes + snap_meta)) ] || verdict="NOT the new files' bytes ($((new_bytes + snap_meta)))"
+    echo "tablesafe ($b) read $read_bytes bytes in $(json_num "$f" files_hashed) files ($verdict), uploaded $(json_num "$f" blobs_uploaded) blobs ($(json_num "$f" bytes_uploaded) bytes stored, after dedup of identical TOC.txt); $(json_num "$f" files_unchanged) files unchanged, not read."
+  done
+  f="$work/ts-file-nochange.json"
+  echo "No-change backup: tablesafe saw $(json_num "$f" files_seen) files, read $(json_num "$f" files_hashed)."
+} >"$report"
+cat "$report"
+cp "$report" "$results" "${REPORT_DIR:-/tmp}/" 2>/dev/null || true
