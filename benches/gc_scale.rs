@@ -7,8 +7,15 @@
 //! Peak RSS is reported per phase (the peak is reset before each).
 //!
 //! ```text
-//! cargo run --release --example gc_scale -- [BLOBS (default 1000000)] [WORK_DIR]
+//! cargo run --release --example gc_scale -- [BLOBS (default 1000000)] [WORK_DIR] [s3]
 //! ```
+//!
+//! With `s3`, the repository is on an `s3s-fs` server (the standalone binary, its own
+//! process, on 127.0.0.1); its objects are plain files, so they are written directly.
+
+#[path = "../tests/s3support/mod.rs"]
+#[allow(dead_code)]
+mod s3support;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,13 +41,14 @@ fn main() {
         .map(|a| a.parse().unwrap_or_else(|_| usage()))
         .unwrap_or(1_000_000);
     let work = args.next().map(PathBuf::from);
+    let s3 = args.next().as_deref() == Some("s3");
     let tmp = tempfile::tempdir_in(work.as_deref().unwrap_or(Path::new("/tmp")))
         .unwrap_or_else(|e| fail(&format!("cannot create a work directory: {e}")));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap_or_else(|e| fail(&e.to_string()));
-    rt.block_on(run(blobs, tmp.path()));
+    rt.block_on(run(blobs, tmp.path(), s3));
 }
 
 fn usage() -> ! {
@@ -97,15 +105,69 @@ fn peak_mib() -> f64 {
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
-async fn run(n: usize, dir: &Path) {
-    let url = format!("file://{}", dir.join("repo").display());
-    let repo = Repository::init(&url, &StoreOptions::default())
+/// Kills the S3 server when the run ends.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn run(n: usize, dir: &Path, s3: bool) {
+    // (repository URL, options, directory holding its objects) for gc and the baseline.
+    let (_server, store_opts, repo_url, repo_dir, base_url, base_dir) = if s3 {
+        let port = 18_000 + (std::process::id() % 1000) as u16;
+        let root = dir.join("s3");
+        std::fs::create_dir_all(root.join("bench")).unwrap_or_else(|e| fail(&e.to_string()));
+        let child = std::process::Command::new("s3s-fs")
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", s3support::ACCESS_KEY])
+            .args(["--secret-key", s3support::SECRET_KEY])
+            .arg(&root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                fail(&format!(
+                    "cannot start s3s-fs (cargo install s3s-fs --features binary): {e}"
+                ))
+            });
+        let server = Server(child);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let opts = s3support::options_for(
+            &format!("http://127.0.0.1:{port}"),
+            s3support::ACCESS_KEY,
+            s3support::SECRET_KEY,
+        );
+        (
+            Some(server),
+            opts,
+            "s3://bench/repo".to_string(),
+            root.join("bench/repo"),
+            "s3://bench/baseline".to_string(),
+            root.join("bench/baseline"),
+        )
+    } else {
+        (
+            None,
+            StoreOptions::default(),
+            format!("file://{}", dir.join("repo").display()),
+            dir.join("repo"),
+            format!("file://{}", dir.join("baseline").display()),
+            dir.join("baseline"),
+        )
+    };
+    let repo = Repository::init(&repo_url, &store_opts)
         .await
         .unwrap_or_else(|e| fail(&e.to_string()));
     let t = Instant::now();
-    write_blobs(&dir.join("repo"), 1, n);
+    write_blobs(&repo_dir, 1, n);
     // The baseline's objects, written now so they are as old (as cold) as gc's.
-    write_blobs(&dir.join("baseline"), 2, n / 2);
+    write_blobs(&base_dir, 2, n / 2);
     println!(
         "setup: {n} blob objects (and {} for the baseline) written in {:.1} s",
         n / 2,
@@ -196,12 +258,9 @@ async fn run(n: usize, dir: &Path) {
 
     // Baseline: the same number of deletes, same call, same concurrency, no gc.
     let half = n / 2;
-    let baseline = Repository::init(
-        &format!("file://{}", dir.join("baseline").display()),
-        &StoreOptions::default(),
-    )
-    .await
-    .unwrap_or_else(|e| fail(&e.to_string()));
+    let baseline = Repository::init(&base_url, &store_opts)
+        .await
+        .unwrap_or_else(|e| fail(&e.to_string()));
     let ids: Vec<BlobId> = (0..half).map(|i| id(2, i)).collect();
     reset_peak();
     let t = Instant::now();

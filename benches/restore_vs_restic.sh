@@ -62,6 +62,7 @@ run() { # name backend(file|s3)
 [ -d "$work/small/data" ] || make_data "$work/small/data" 5000 4096
 
 s3root="$work/s3"; s3port=${S3_PORT:-18014}
+rm -rf "$s3root"
 mkdir -p "$s3root"
 s3s-fs --host 127.0.0.1 --port "$s3port" --access-key bench --secret-key benchsecret "$s3root" >/dev/null 2>&1 &
 s3pid=$!
