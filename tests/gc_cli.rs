@@ -101,6 +101,17 @@ fn content(generation: u64, len: usize) -> Vec<u8> {
     out
 }
 
+/// A child process killed when the test ends, even by a failed assertion.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            kill(&mut self.0);
+        }
+    }
+}
+
 fn kill(child: &mut Child) {
     // SAFETY: signalling our own child.
     unsafe {
@@ -191,16 +202,17 @@ fn gc_on_one_node_while_another_node_backs_up_a_storm_never_loses_a_retained_blo
     let data = repo.path("data");
     fs::create_dir_all(data.join(TABLE)).unwrap();
     let log = fs::File::create(repo.path("daemon.log")).unwrap();
-    let mut daemon = repo
-        .as_node("storm")
-        .args(["daemon", "--init", "--settle", "50ms", "--data-dir"])
-        .arg(&data)
-        .arg("--pin-dir")
-        .arg(repo.path("pins"))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut daemon = KillOnDrop(
+        repo.as_node("storm")
+            .args(["daemon", "--init", "--settle", "50ms", "--data-dir"])
+            .arg(&data)
+            .arg("--pin-dir")
+            .arg(repo.path("pins"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
 
     let deadline = Instant::now() + Duration::from_secs(30);
     while !repo.path("repo/config").exists() {
@@ -303,7 +315,7 @@ fn gc_on_one_node_while_another_node_backs_up_a_storm_never_loses_a_retained_blo
         .output()
         .unwrap());
     assert_eq!(walk(&out.join("ks")), walk(&data.join("ks")));
-    kill(&mut daemon);
+    kill(&mut daemon.0);
     assert!(gc_runs >= 5, "gc ran {gc_runs} times");
     assert!(
         deleted > 0,
