@@ -14,7 +14,6 @@
 //! process, on 127.0.0.1); its objects are plain files, so they are written directly.
 
 #[path = "../tests/s3support/mod.rs"]
-#[allow(dead_code)]
 mod s3support;
 
 use std::path::{Path, PathBuf};
