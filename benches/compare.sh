@@ -58,7 +58,7 @@ ts="$target/tablesafe"
 gen="$target/examples/gen_data"
 
 data="$work/data"
-results="$work/results.tsv" # tool backend step wall cpu rss_kib stored_bytes server_cpu
+results="$work/results.tsv" # tool backend step wall cpu rss_kib stored_bytes server_cpu objects
 : >"$results"
 s3root="$work/s3"
 s3port=${S3_PORT:-18015}
@@ -98,19 +98,22 @@ measure() {
     exit 1
   fi
   after=$(server_cpu)
-  local size=0
-  [ -n "$stored" ] && [ -e "$stored" ] && size=$(du -sb --apparent-size "$stored" | cut -f1)
+  local size=0 objects=0
+  if [ -n "$stored" ] && [ -e "$stored" ]; then
+    size=$(du -sb --apparent-size "$stored" | cut -f1)
+    objects=$(find "$stored" -type f | wc -l)
+  fi
   read -r wall user sys rss <"$(tail -1 "$tf" >"$tf.1" && echo "$tf.1")"
   local srv=-
   [ "$backend" = s3 ] && srv=$(echo "$after - $before" | bc -l)
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$backend" "$step" "$wall" \
-    "$(echo "$user + $sys" | bc -l)" "$rss" "$size" "$srv" >>"$results"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$backend" "$step" "$wall" \
+    "$(echo "$user + $sys" | bc -l)" "$rss" "$size" "$srv" "$objects" >>"$results"
   log "$tool $backend $step: ${wall}s wall, $(echo "$user + $sys" | bc -l)s CPU, $((rss / 1024)) MiB"
 }
 
 log "baseline over $files files, $bytes bytes"
 (cd "$data" && find . -type f -print0 | sort -z) >"$work/files0"
-measure b3sum - backup "" -- sh -c "cd '$data' && xargs -0 b3sum <'$work/files0' >/dev/null"
+measure b3sum - backup "" -- sh -c "cd '$data' && xargs -0 b3sum <'$work/files0' >'$work/manifest-initial'"
 measure zstd - backup "$work/baseline.zst" -- \
   sh -c "cd '$data' && xargs -0 zstd -1 -T0 -q -c <'$work/files0' >'$work/baseline.zst'"
 
@@ -206,7 +209,19 @@ log "flush $ops_flush; compaction $ops_compact; snapshot $ops_snap"
 live_files >"$work/live-after"
 read -r new_files new_bytes < <(comm -13 "$work/live-before" "$work/live-after" |
   awk -F'\t' '{n++; b += $2} END {print n + 0, b + 0}')
+# What a backup has to upload: the distinct contents among the new files and the snapshot's
+# manifest and schema that the initial data did not already have (every TOC.txt is alike).
+{
+  comm -13 "$work/live-before" "$work/live-after" | cut -f1
+  (cd "$data" && find . -path '*/snapshots/*' \( -name manifest.json -o -name schema.cql \) -printf '%P\n')
+} | tr '\n' '\0' >"$work/new0"
+(cd "$data" && xargs -0 b3sum <"$work/new0") >"$work/new.b3"
+must_upload=$(awk 'NR == FNR {seen[$1] = 1; next} !($1 in seen) {seen[$1] = 1; print $2}' \
+  "$work/manifest-initial" "$work/new.b3" | (cd "$data" && xargs -r stat -c %s) | awk '{b += $1} END {print b + 0}')
+blob_bytes() { python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("select coalesce(sum(size), 0) from blobs").fetchone()[0])' "$1"; }
+ts_blobs_before=$(blob_bytes "$work/ts-file.db")
 for c in "${configs[@]}"; do backup "${c%%:*}" "${c##*:}" after; done
+ts_uploaded_raw=$(($(blob_bytes "$work/ts-file.db") - ts_blobs_before))
 
 # Restores are checked against the final state of the data.
 (cd "$data" && find . -type f -print0 | sort -z) >"$work/files0"
@@ -222,11 +237,13 @@ report="$work/report.md"
   echo "Data: $files files, $(echo "scale=2; $bytes / 1073741824" | bc) GiB ($SSTABLES SSTables in 12 tables of 3 keyspaces; \`benches/gen_data.rs\`)."
   echo "Machine: $(nproc) cores ($cpu_model), $(free -g | awk '/Mem:/{print $2}') GiB RAM; $(restic version | cut -d' ' -f1-2), $(borg --version), $(b3sum --version), zstd $(zstd -V | sed 's/.*v\([0-9.]*\).*/\1/')."
   echo
-  echo "| tool | repo | step | wall s | CPU s | peak RSS MiB | stored MiB | S3 server CPU s |"
-  echo "|---|---|---|---:|---:|---:|---:|---:|"
+  echo "| tool | repo | step | wall s | CPU s | peak RSS MiB | stored MiB | objects | S3 server CPU s |"
+  echo "|---|---|---|---:|---:|---:|---:|---:|---:|"
   awk -F'\t' '{
     stored = ($7 > 0) ? sprintf("%.1f", $7 / 1048576) : "";
-    printf "| %s | %s | %s | %.2f | %.2f | %.0f | %s | %s |\n", $1, $2, $3, $4, $5, $6 / 1024, stored, $8
+    objects = ($9 > 0) ? $9 : "";
+    srv = ($8 == "-") ? "" : sprintf("%.2f", $8);
+    printf "| %s | %s | %s | %.2f | %.2f | %.0f | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6 / 1024, stored, objects, srv
   }' "$results"
   echo
   echo "Speed-up of tablesafe (the other tool's wall time ÷ tablesafe's, same repository kind; >1: tablesafe is faster). Baseline: tablesafe's wall time ÷ (b3sum + zstd)."
@@ -250,13 +267,13 @@ report="$work/report.md"
       }
     }' "$results"
   echo
-  echo "After the flush and compaction: new SSTables $new_files files, $new_bytes bytes (plus $snap_meta bytes of snapshot manifest and schema);"
+  echo "After the flush, compaction and snapshot: the new SSTables are $new_files files, $new_bytes bytes; with the snapshot's manifest and schema ($snap_meta bytes), $must_upload bytes of content the repository did not have."
+  verdict="exactly that"
+  [ "$ts_uploaded_raw" = "$must_upload" ] || verdict="NOT that"
+  echo "tablesafe (file) uploaded blobs of $ts_uploaded_raw bytes before compression: $verdict."
   for b in file s3; do
     f="$work/ts-$b-after.json"
-    read_bytes=$(json_num "$f" bytes_read)
-    verdict="exactly the new files' bytes"
-    [ "$read_bytes" = $((new_bytes + snap_meta)) ] || verdict="NOT the new files' bytes ($((new_bytes + snap_meta)))"
-    echo "tablesafe ($b) read $read_bytes bytes in $(json_num "$f" files_hashed) files ($verdict), uploaded $(json_num "$f" blobs_uploaded) blobs ($(json_num "$f" bytes_uploaded) bytes stored, after dedup of identical TOC.txt); $(json_num "$f" files_unchanged) files unchanged, not read."
+    echo "tablesafe ($b): $(json_num "$f" files_hashed) files read ($(json_num "$f" bytes_read) bytes), $(json_num "$f" blobs_uploaded) blobs uploaded ($(json_num "$f" bytes_uploaded) bytes stored), $(json_num "$f" files_unchanged) files unchanged and not read."
   done
   f="$work/ts-file-nochange.json"
   echo "No-change backup: tablesafe saw $(json_num "$f" files_seen) files, read $(json_num "$f" files_hashed)."
