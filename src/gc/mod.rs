@@ -25,7 +25,11 @@
 //! the object a last-modified time after the condemnation, and gc never deletes such an
 //! object. A backup that started before the condemnation refers to the blob in a batch
 //! that reaches the repository long before the grace period ends (the grace period must
-//! exceed the longest a node's batches can wait to be uploaded). Every gc write is a
+//! exceed the longest a node's batches can wait to be uploaded). One window remains: a
+//! re-upload that lands after the listing, with its record after gc's last log read
+//! before that chunk's delete, can be deleted; the backup checks the blob exists once
+//! its record is in the repository and uploads it once more (a conditional delete,
+//! which object stores do not offer, would close it). Every gc write is a
 //! create-if-absent batch, so two gc runs cannot both write, and an interrupted gc is
 //! simply run again: blobs it deleted without recording are found gone and recorded.
 
