@@ -440,13 +440,7 @@ impl Catalog {
         let rows = stmt
             .query_map(params![node, root.trim_end_matches('/')], |r| {
                 Ok((
-                    FileKey {
-                        data_dir: r.get(0)?,
-                        keyspace: r.get(1)?,
-                        table: r.get(2)?,
-                        table_id: r.get(3)?,
-                        rel_path: r.get(4)?,
-                    },
+                    file_key(r, 0)?,
                     OpenVersion {
                         hash: r.get(5)?,
                         size: r.get::<_, i64>(6)? as u64,
@@ -475,13 +469,7 @@ impl Catalog {
             .query_map(params![node, t], |r| {
                 Ok(FileVersion {
                     node: node.to_string(),
-                    key: FileKey {
-                        data_dir: r.get(0)?,
-                        keyspace: r.get(1)?,
-                        table: r.get(2)?,
-                        table_id: r.get(3)?,
-                        rel_path: r.get(4)?,
-                    },
+                    key: file_key(r, 0)?,
                     hash: r.get(5)?,
                     size: r.get::<_, i64>(6)? as u64,
                     mtime: r.get(7)?,
@@ -545,19 +533,7 @@ impl Catalog {
             )
             .map_err(self.err())?;
         let rows = stmt
-            .query_map([node], |r| {
-                Ok((
-                    FileKey {
-                        data_dir: r.get(0)?,
-                        keyspace: r.get(1)?,
-                        table: r.get(2)?,
-                        table_id: r.get(3)?,
-                        rel_path: r.get(4)?,
-                    },
-                    r.get(5)?,
-                    r.get(6)?,
-                ))
-            })
+            .query_map([node], |r| Ok((file_key(r, 0)?, r.get(5)?, r.get(6)?)))
             .map_err(self.err())?;
         rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
     }
@@ -625,6 +601,18 @@ impl Catalog {
             .optional()
             .map_err(self.err())
     }
+}
+
+/// The [`FileKey`] in five consecutive columns of a row (data_dir, keyspace, table_name,
+/// table_id, rel_path), starting at column `first`.
+fn file_key(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<FileKey> {
+    Ok(FileKey {
+        data_dir: r.get(first)?,
+        keyspace: r.get(first + 1)?,
+        table: r.get(first + 2)?,
+        table_id: r.get(first + 3)?,
+        rel_path: r.get(first + 4)?,
+    })
 }
 
 /// Turns SQLite's "not a database" and "malformed" into the catalog's own clear error.

@@ -251,13 +251,7 @@ impl Catalog {
             .query_map(params![hash.as_slice(), limit as i64], |r| {
                 Ok(FileVersion {
                     node: r.get(0)?,
-                    key: super::FileKey {
-                        data_dir: r.get(1)?,
-                        keyspace: r.get(2)?,
-                        table: r.get(3)?,
-                        table_id: r.get(4)?,
-                        rel_path: r.get(5)?,
-                    },
+                    key: super::file_key(r, 1)?,
                     hash: *hash,
                     size: r.get::<_, i64>(6)? as u64,
                     mtime: r.get(7)?,
