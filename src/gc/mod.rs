@@ -324,17 +324,30 @@ pub(crate) async fn list_into(
     Ok(())
 }
 
+/// The next `limit` members of `set` after `*after` (hash, stored size), moving `after`
+/// on and adding to `totals` (count, stored bytes); `None` once the set is exhausted.
+fn next_page(
+    view: &Catalog,
+    set: GcSet,
+    after: &mut Option<Hash32>,
+    limit: usize,
+    totals: &mut (u64, u64),
+) -> Result<Option<Vec<(Hash32, u64)>>, GcError> {
+    let page = view.reach_page(set, after.as_ref(), limit)?;
+    let Some(last) = page.last() else {
+        return Ok(None);
+    };
+    *after = Some(last.0);
+    totals.0 += page.len() as u64;
+    totals.1 += page.iter().map(|(_, size)| size).sum::<u64>();
+    Ok(Some(page))
+}
+
 /// Count and stored bytes of a set.
 fn count(view: &Catalog, set: GcSet) -> Result<(u64, u64), GcError> {
-    let (mut n, mut bytes, mut after) = (0, 0, None);
-    loop {
-        let page = view.reach_page(set, after.as_ref(), HASHES_PER_BATCH)?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.0);
-        n += page.len() as u64;
-        bytes += page.iter().map(|(_, size)| size).sum::<u64>();
-    }
-    Ok((n, bytes))
+    let (mut totals, mut after) = ((0, 0), None);
+    while next_page(view, set, &mut after, HASHES_PER_BATCH, &mut totals)?.is_some() {}
+    Ok(totals)
 }
 
 /// Records every member of `set` in gc's log with `change` (unless `dry_run`), in
@@ -349,13 +362,8 @@ async fn record_set(
     if dry_run {
         return count(view, set);
     }
-    let (mut n, mut bytes, mut after) = (0, 0, None);
-    loop {
-        let page = view.reach_page(set, after.as_ref(), HASHES_PER_BATCH)?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.0);
-        n += page.len() as u64;
-        bytes += page.iter().map(|(_, size)| size).sum::<u64>();
+    let (mut totals, mut after) = ((0, 0), None);
+    while let Some(page) = next_page(view, set, &mut after, HASHES_PER_BATCH, &mut totals)? {
         mirror::append_gc_batch(
             repo,
             view,
@@ -363,7 +371,7 @@ async fn record_set(
         )
         .await?;
     }
-    Ok((n, bytes))
+    Ok(totals)
 }
 
 /// Deletes the condemned blobs that are due, chunk by chunk, reading the nodes' logs
@@ -379,15 +387,13 @@ async fn sweep(
     let mut after = None;
     // Where the time goes, for the log: re-reading logs, checks, deletes, records.
     let mut spent = [std::time::Duration::ZERO; 4];
+    let mut paged = (0, 0);
     loop {
         let t = Instant::now();
-        let page = view.reach_page(
-            GcSet::ToDelete { condemned_by },
-            after.as_ref(),
-            DELETE_CHUNK,
-        )?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.0);
+        let set = GcSet::ToDelete { condemned_by };
+        let Some(page) = next_page(view, set, &mut after, DELETE_CHUNK, &mut paged)? else {
+            break;
+        };
         mirror::sync_all(repo, view).await?;
         spent[0] += t.elapsed();
         let t = Instant::now();
