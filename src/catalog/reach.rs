@@ -205,10 +205,14 @@ impl Catalog {
             .map_err(self.err())
     }
 
-    /// Whether any version in the catalog refers to `hash` (after new batches arrived).
-    pub fn is_referenced(&self, hash: &Hash32) -> Result<bool, CatalogError> {
+    /// Whether `hash` is still condemned and no version refers to it, after new batches
+    /// arrived: the sweep's last check before deleting, in one query.
+    pub fn still_garbage(&self, hash: &Hash32) -> Result<bool, CatalogError> {
         self.conn
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM versions WHERE hash = ?1)")
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM condemned WHERE hash = ?1)
+                    AND NOT EXISTS (SELECT 1 FROM versions WHERE hash = ?1)",
+            )
             .and_then(|mut s| s.query_row([hash.as_slice()], |r| r.get(0)))
             .map_err(self.err())
     }

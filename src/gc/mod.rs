@@ -400,10 +400,10 @@ async fn sweep(
         let mut sizes: BTreeMap<Hash32, u64> = BTreeMap::new();
         let mut needed = Vec::new();
         for (hash, size) in page {
-            if view.is_referenced(&hash)? || !view.is_condemned(&hash)? {
-                needed.push(hash);
-            } else {
+            if view.still_garbage(&hash)? {
                 sizes.insert(hash, size);
+            } else {
+                needed.push(hash);
             }
         }
         if !needed.is_empty() {
