@@ -6,6 +6,7 @@
 //! subset), it also downloads blobs and checks their content against their BLAKE3 id,
 //! as a restore would.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -89,6 +90,8 @@ pub async fn run(
     report.snapshots = view.snapshots(&SnapshotFilter::default())?.len() as u64;
     report.blobs_referenced = view.reach_mark_referenced()?;
 
+    // Missing blobs are reported here and not read back below.
+    let mut missing: HashSet<Hash32> = HashSet::new();
     let mut after: Option<Hash32> = None;
     loop {
         let page = view.reach_page(GcSet::Missing, after.as_ref(), PAGE)?;
@@ -97,6 +100,7 @@ pub async fn run(
         for (hash, _) in page {
             let problem = describe(view, "missing", &hash, "not in the repository".into())?;
             report.problems.push(problem);
+            missing.insert(hash);
         }
     }
 
@@ -110,7 +114,7 @@ pub async fn run(
             let chosen: Vec<Hash32> = page
                 .into_iter()
                 .filter(|h| sampled(opts.read_data, seed.as_bytes(), h))
-                .filter(|h| !report.problems.iter().any(|p| p.blob == hex::encode(h)))
+                .filter(|h| !missing.contains(h))
                 .collect();
             progress
                 .files_total
