@@ -81,11 +81,11 @@ pub async fn run(
     // here refers to was durable before the record, so it is in the listing unless it
     // is really gone, and a backup running meanwhile cannot cause a false alarm.
     let mut report = VerifyReport {
-        nodes: mirror::sync_all(repo, view).await?,
+        nodes: mirror::sync_all(repo, view).await?.0,
         ..VerifyReport::default()
     };
     let mut summary = crate::gc::GcSummary::default();
-    crate::gc::list_into(repo, view, &mut summary).await?;
+    crate::gc::list_into(repo, view, opts.parallel, &mut summary).await?;
     report.blobs_listed = summary.blobs_listed;
     report.snapshots = view.snapshots(&SnapshotFilter::default())?.len() as u64;
     report.blobs_referenced = view.reach_mark_referenced()?;

@@ -667,3 +667,133 @@ async fn regression_resurrected_then_compacted() {
     )
     .await;
 }
+
+/// While gc deletes, a node starts referring to a blob gc condemned and has not reached
+/// yet: gc reads the nodes' logs again before each chunk, so it absolves that blob
+/// instead of deleting it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_referenced_while_gc_deletes_is_absolved_not_deleted() {
+    use tablesafe::catalog::{Change, FileKey};
+    use tablesafe::store::BlobId;
+    // Eight chunks of 5,000 on file://: the writer has seven chunks' time to land.
+    const ORPHANS: u64 = 40_000;
+    let work = tempfile::tempdir().unwrap();
+    let repo_dir = work.path().join("repo");
+    let url = format!("file://{}", repo_dir.display());
+    let repo = Repository::init(&url, &StoreOptions::default())
+        .await
+        .unwrap();
+    // Orphans (no record refers to them), written directly: gc reads only names.
+    let mut orphans: Vec<BlobId> = (0..ORPHANS)
+        .map(|i| BlobId::of_bytes(&i.to_le_bytes()))
+        .collect();
+    orphans.sort();
+    for id in &orphans {
+        let hex = id.to_hex();
+        let dir = repo_dir.join("blobs").join(&hex[..2]);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(&hex), b"orphan").unwrap();
+    }
+    let key = |name: &str| FileKey {
+        data_dir: "/var/lib/cassandra/data".into(),
+        keyspace: "ks".into(),
+        table: "t".into(),
+        table_id: "0123456789abcdef0123456789abcdef".into(),
+        rel_path: name.into(),
+    };
+    // Node n1 has a history of one file, so gc has something to keep.
+    let kept_file = work.path().join("kept");
+    fs::write(&kept_file, b"kept").unwrap();
+    let kept = repo.put_file(&kept_file).await.unwrap();
+    let mut n1 = Catalog::open(&work.path().join("n1.db")).unwrap();
+    let now = timespec::now();
+    let changes = vec![
+        Change::Blob {
+            hash: *kept.id.as_bytes(),
+            size: kept.size,
+            stored_size: kept.stored_size,
+        },
+        Change::Start {
+            key: key("nb-1-big-Data.db"),
+            hash: *kept.id.as_bytes(),
+            size: kept.size,
+            mtime: now,
+            at: now,
+        },
+    ];
+    n1.commit("n1", now, changes).unwrap();
+    mirror::upload_pending(&repo, &mut n1, "n1").await.unwrap();
+
+    let opts = GcOptions {
+        policy: RetentionPolicy::default(),
+        grace: 0,
+        dry_run: false,
+        force: false,
+        parallel: 4,
+        as_of: None,
+    };
+    let mut view = Catalog::open(&work.path().join("view.db")).unwrap();
+    let first = gc::run(&repo, &mut view, &opts, Arc::new(Progress::default()))
+        .await
+        .unwrap();
+    assert_eq!(first.blobs_condemned, ORPHANS, "{first:?}");
+
+    // The last blob in hash order is in gc's last chunk. Once the first chunk is gone,
+    // node n2 records a file holding it.
+    let target = *orphans.last().unwrap();
+    let progress = Arc::new(Progress::default());
+    let writer = {
+        let (progress, url) = (progress.clone(), url.clone());
+        let db = work.path().join("n2.db");
+        tokio::spawn(async move {
+            use std::sync::atomic::Ordering;
+            while progress.files_done.load(Ordering::Relaxed) == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            let repo = Repository::open(&url, &StoreOptions::default())
+                .await
+                .unwrap();
+            let mut n2 = Catalog::open(&db).unwrap();
+            let now = timespec::now();
+            let changes = vec![Change::Start {
+                key: key("nb-9-big-Data.db"),
+                hash: *target.as_bytes(),
+                size: 6,
+                mtime: now,
+                at: now,
+            }];
+            n2.commit("n2", now, changes).unwrap();
+            mirror::upload_pending(&repo, &mut n2, "n2").await.unwrap();
+            progress.files_done.load(Ordering::Relaxed)
+        })
+    };
+    let second = gc::run(&repo, &mut view, &opts, progress.clone())
+        .await
+        .unwrap();
+    let deleted_when_recorded = writer.await.unwrap();
+    assert!(
+        deleted_when_recorded < ORPHANS - 5_000,
+        "the writer was too slow to test anything ({deleted_when_recorded} deleted by then)"
+    );
+    assert_eq!(second.blobs_absolved, 1, "{second:?}");
+    assert_eq!(second.blobs_deleted, ORPHANS - 1, "{second:?}");
+    let left = stored_blobs(&repo_dir);
+    assert!(
+        left.contains(&target.to_hex()),
+        "the referenced blob was deleted"
+    );
+    assert!(left.contains(&kept.id.to_hex()));
+    assert_eq!(left.len(), 2, "{left:?}");
+    let report = verify::run(
+        &repo,
+        &mut view,
+        &VerifyOptions {
+            read_data: ReadData::None,
+            parallel: 4,
+        },
+        Arc::new(Progress::default()),
+    )
+    .await
+    .unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}

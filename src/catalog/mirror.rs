@@ -81,8 +81,11 @@ async fn upload(repo: &Repository, batch: &Batch) -> Result<(), MirrorError> {
 
 /// Nodes that have a catalog log in the repository: one delimiter LIST of `nodes/`
 /// (a node's own prefix holds only its `log/`), not a listing of every log object.
+/// Names starting with `@` are not node names (gc's stream is `@gc`) and are left out.
 pub async fn nodes(repo: &Repository) -> Result<Vec<String>, MirrorError> {
-    Ok(repo.list_dirs("nodes/").await?)
+    let mut nodes = repo.list_dirs("nodes/").await?;
+    nodes.retain(|node| !node.starts_with('@'));
+    Ok(nodes)
 }
 
 /// Replays the repository's log of `node` into `catalog`. Batches already applied are
@@ -93,10 +96,7 @@ pub async fn rebuild_node(
     catalog: &mut Catalog,
     node: &str,
 ) -> Result<usize, MirrorError> {
-    let applied = follow(repo, catalog, node, &format!("nodes/{node}/log/"), &|seq| {
-        log_key(node, seq)
-    })
-    .await?;
+    let applied = follow(repo, catalog, node).await?;
     if applied.is_none() {
         let found = nodes(repo).await?;
         return Err(MirrorError::UnknownNode {
@@ -120,28 +120,62 @@ pub fn gc_log_key(seq: u64) -> String {
 /// deleted). Every command that trusts the catalog's idea of which blobs exist calls
 /// this first: one short LIST when nothing is new.
 pub async fn sync_gc_log(repo: &Repository, catalog: &mut Catalog) -> Result<usize, MirrorError> {
-    Ok(follow(repo, catalog, GC_STREAM, "gc/log/", &gc_log_key)
-        .await?
-        .unwrap_or(0))
+    Ok(follow(repo, catalog, GC_STREAM).await?.unwrap_or(0))
 }
 
-/// Catches `catalog` up with every node's log, then gc's. Returns the nodes.
+/// Catches `catalog` up with every node's log, then gc's. Returns the nodes that have a
+/// log, and how many batches were applied. The logs are LISTed concurrently (gc calls
+/// this before every chunk it deletes, so with many nodes the round trips add up).
 pub async fn sync_all(
     repo: &Repository,
     catalog: &mut Catalog,
-) -> Result<Vec<String>, MirrorError> {
+) -> Result<(Vec<String>, usize), MirrorError> {
+    use futures::{StreamExt, TryStreamExt};
+    // Nodes' logs first, gc's last (it is replayed after them).
+    let mut streams = nodes(repo).await?;
+    streams.push(GC_STREAM.to_string());
+    let mut lasts = Vec::with_capacity(streams.len());
+    for stream in &streams {
+        lasts.push(catalog.last_seq(stream)?);
+    }
+    let listings: Vec<Vec<(String, u64)>> = futures::stream::iter(streams.iter().zip(&lasts))
+        .map(|(stream, last)| list_new(repo, stream, *last))
+        .buffered(LIST_CONCURRENCY)
+        .try_collect()
+        .await?;
     let mut with_log = Vec::new();
-    for node in nodes(repo).await? {
-        let prefix = format!("nodes/{node}/log/");
-        if follow(repo, catalog, &node, &prefix, &|seq| log_key(&node, seq))
-            .await?
-            .is_some()
-        {
-            with_log.push(node);
+    let mut applied = 0;
+    for ((stream, last), listed) in streams.into_iter().zip(lasts).zip(listings) {
+        if last == 0 && listed.is_empty() {
+            continue;
+        }
+        applied += apply_listed(repo, catalog, &stream, last, listed).await?;
+        if stream != GC_STREAM {
+            with_log.push(stream);
         }
     }
-    sync_gc_log(repo, catalog).await?;
-    Ok(with_log)
+    Ok((with_log, applied))
+}
+
+/// Logs LISTed at once by [`sync_all`].
+const LIST_CONCURRENCY: usize = 8;
+
+/// The key of batch `seq` of a stream (a node's log, or gc's).
+fn stream_key(stream: &str, seq: u64) -> String {
+    if stream == GC_STREAM {
+        gc_log_key(seq)
+    } else {
+        log_key(stream, seq)
+    }
+}
+
+/// The prefix holding a stream's batches.
+fn stream_prefix(stream: &str) -> String {
+    if stream == GC_STREAM {
+        "gc/log/".to_string()
+    } else {
+        format!("nodes/{stream}/log/")
+    }
 }
 
 /// Writes gc's next batch: created only if absent, so two gc runs can never both
@@ -176,22 +210,44 @@ async fn follow(
     repo: &Repository,
     catalog: &mut Catalog,
     stream: &str,
-    prefix: &str,
-    key_of: &dyn Fn(u64) -> String,
 ) -> Result<Option<usize>, MirrorError> {
     let last = catalog.last_seq(stream)?;
-    let listed = if last == 0 {
-        repo.list_objects(prefix).await?
-    } else {
-        repo.list_objects_after(prefix, &key_of(last)).await?
-    };
+    let listed = list_new(repo, stream, last).await?;
     if last == 0 && listed.is_empty() {
         return Ok(None);
     }
+    Ok(Some(
+        apply_listed(repo, catalog, stream, last, listed).await?,
+    ))
+}
+
+/// The objects of a stream after batch `last` (all of them when `last` is 0).
+async fn list_new(
+    repo: &Repository,
+    stream: &str,
+    last: u64,
+) -> Result<Vec<(String, u64)>, MirrorError> {
+    let prefix = stream_prefix(stream);
+    Ok(if last == 0 {
+        repo.list_objects(&prefix).await?
+    } else {
+        repo.list_objects_after(&prefix, &stream_key(stream, last))
+            .await?
+    })
+}
+
+/// Fetches and applies, in order, the batches `listed` after batch `last` of `stream`.
+async fn apply_listed(
+    repo: &Repository,
+    catalog: &mut Catalog,
+    stream: &str,
+    last: u64,
+    listed: Vec<(String, u64)>,
+) -> Result<usize, MirrorError> {
     let mut applied = 0;
     for (i, (key, _)) in listed.into_iter().enumerate() {
         // Uploads go strictly in order, so a gap can only be damage to the repository.
-        let expected = key_of(last + i as u64 + 1);
+        let expected = stream_key(stream, last + i as u64 + 1);
         if key != expected {
             return Err(MirrorError::BadLog {
                 key: expected,
@@ -203,7 +259,7 @@ async fn follow(
             key: key.clone(),
             detail: e.to_string(),
         })?;
-        if batch.node != stream || key_of(batch.seq) != key {
+        if batch.node != stream || stream_key(stream, batch.seq) != key {
             return Err(MirrorError::BadLog {
                 key,
                 detail: format!("holds batch {} of {:?}", batch.seq, batch.node),
@@ -213,5 +269,5 @@ async fn follow(
             applied += 1;
         }
     }
-    Ok(Some(applied))
+    Ok(applied)
 }

@@ -88,9 +88,11 @@ impl Catalog {
     pub fn reach_count_dropped(&self, node: &str) -> Result<u64, CatalogError> {
         self.conn
             .query_row(
-                "SELECT COUNT(*) FROM versions v JOIN files f ON f.id = v.file_id
-                 JOIN temp.gc_keep k ON k.node = f.node
-                 WHERE f.node = ?1 AND v.valid_to IS NOT NULL AND v.valid_to <= k.keep_from
+                // CROSS JOIN: walk the versions that ended before the window (an index
+                // range), not every file of the node.
+                "SELECT COUNT(*) FROM versions v CROSS JOIN files f ON f.id = v.file_id
+                 WHERE f.node = ?1 AND v.valid_to IS NOT NULL
+                   AND v.valid_to <= (SELECT keep_from FROM temp.gc_keep WHERE node = ?1)
                    AND NOT EXISTS (SELECT 1 FROM temp.gc_points p
                                    WHERE p.node = f.node AND p.t >= v.valid_from AND p.t < v.valid_to)",
                 [node],
@@ -102,6 +104,9 @@ impl Catalog {
 
     /// Marks every blob a retained version refers to (under the policies set, or all
     /// versions for nodes without one). Returns how many distinct blobs that is.
+    /// The hashes go through SQLite's sorter (`+` keeps it from walking the hash index,
+    /// which costs a random lookup per version) so the inserts append in key order
+    /// instead of landing at random in a table larger than the cache.
     pub fn reach_mark_referenced(&mut self) -> Result<u64, CatalogError> {
         self.conn
             .execute_batch(
@@ -111,7 +116,8 @@ impl Catalog {
                  LEFT JOIN temp.gc_keep k ON k.node = f.node
                  WHERE k.node IS NULL OR v.valid_to IS NULL OR v.valid_to > k.keep_from
                     OR EXISTS (SELECT 1 FROM temp.gc_points p
-                               WHERE p.node = f.node AND p.t >= v.valid_from AND p.t < v.valid_to);",
+                               WHERE p.node = f.node AND p.t >= v.valid_from AND p.t < v.valid_to)
+                 ORDER BY +v.hash;",
             )
             .map_err(self.err())?;
         self.conn
@@ -205,16 +211,26 @@ impl Catalog {
             .map_err(self.err())
     }
 
-    /// Whether `hash` is still condemned and no version refers to it, after new batches
-    /// arrived: the sweep's last check before deleting, in one query.
-    pub fn still_garbage(&self, hash: &Hash32) -> Result<bool, CatalogError> {
-        self.conn
+    /// Those of `hashes` that are still condemned and that no version refers to, after
+    /// new batches arrived: the sweep's last check of a chunk before deleting it.
+    pub fn still_garbage(&self, hashes: &[Hash32]) -> Result<Vec<Hash32>, CatalogError> {
+        let mut stmt = self
+            .conn
             .prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM condemned WHERE hash = ?1)
                     AND NOT EXISTS (SELECT 1 FROM versions WHERE hash = ?1)",
             )
-            .and_then(|mut s| s.query_row([hash.as_slice()], |r| r.get(0)))
-            .map_err(self.err())
+            .map_err(self.err())?;
+        let mut garbage = Vec::with_capacity(hashes.len());
+        for hash in hashes {
+            if stmt
+                .query_row([hash.as_slice()], |r| r.get::<_, bool>(0))
+                .map_err(self.err())?
+            {
+                garbage.push(*hash);
+            }
+        }
+        Ok(garbage)
     }
 
     /// Referenced blobs (every version counts), in hash order, for `verify`.

@@ -5,9 +5,10 @@
 //!
 //! 1. Catch up with every node's log and gc's own log (`gc/log/<seq>`).
 //! 2. LIST `blobs/` once into a temporary table (the only command that lists blobs:
-//!    one request per 1,000 blobs; it finds orphans that no catalog ever recorded, and
-//!    gives each blob's last-modified time). The listing comes *before* the references
-//!    are computed, so a blob uploaded after it cannot look unreferenced.
+//!    one request per 1,000 blobs, the 256 shards `--parallel` at a time; it finds
+//!    orphans that no catalog ever recorded, and gives each blob's last-modified time).
+//!    The listing comes *before* the references are computed, so a blob uploaded after
+//!    it cannot look unreferenced.
 //! 3. Retention: per node, the policy picks the points to keep; gc records a
 //!    `Retention` change (versions that cover no kept point and ended before the kept
 //!    window are forgotten, dropped snapshots with them).
@@ -16,8 +17,10 @@
 //!    their condemnation; condemn unreferenced blobs last modified more than the grace
 //!    period ago (younger ones may be uploads whose records are still on their way).
 //! 6. Delete blobs condemned (by an earlier run) more than the grace period ago, still
-//!    unreferenced and not modified since, in chunks: before each chunk gc reads the
-//!    nodes' logs again, and after it records the deletion in its log.
+//!    unreferenced and not modified since, in chunks of about one round of concurrent
+//!    delete requests ([`Repository::delete_chunk`]): before each chunk gc reads the
+//!    nodes' logs again (and once anything new arrived, checks the chunk against it),
+//!    and records the deletions in its log every [`HASHES_PER_BATCH`] blobs.
 //!
 //! Why this is safe with backups running on other nodes: a backup trusts a blob to
 //! exist only if its catalog knows it and gc's log (which it reads at the start of every
@@ -53,10 +56,6 @@ pub use policy::RetentionPolicy;
 
 /// Hashes per gc log batch (32 bytes each: about 1.6 MB).
 const HASHES_PER_BATCH: usize = 50_000;
-/// Blobs deleted between two reads of the nodes' logs.
-const DELETE_CHUNK: usize = 5_000;
-/// Listed blobs inserted per transaction.
-const LIST_CHUNK: usize = 10_000;
 
 /// What gc is asked to do.
 #[derive(Debug, Clone)]
@@ -155,7 +154,7 @@ pub async fn run(
     // 1–2: the listing, then history: a blob uploaded after the listing is not in it,
     // so it cannot be condemned or deleted by this run, and every record that reached
     // the repository before the listing ended is read.
-    list_into(repo, view, &mut summary).await?;
+    list_into(repo, view, opts.parallel, &mut summary).await?;
     tracing::info!(
         blobs = summary.blobs_listed,
         secs = started.elapsed().as_secs_f64(),
@@ -227,14 +226,19 @@ pub async fn run(
         mirror::append_gc_batch(repo, view, retention_changes).await?;
     }
 
+    tracing::info!(
+        secs = started.elapsed().as_secs_f64(),
+        "evaluated the retention"
+    );
+
     // 4: what the retained versions refer to.
     summary.blobs_referenced = view.reach_mark_referenced()?;
-    summary.blobs_missing = count(view, GcSet::Missing)?.0;
     tracing::info!(
         referenced = summary.blobs_referenced,
         secs = started.elapsed().as_secs_f64(),
         "marked referenced blobs"
     );
+    summary.blobs_missing = count(view, GcSet::Missing)?.0;
 
     // 5: absolve, then condemn.
     let (absolved, _) = record_set(repo, view, GcSet::ToAbsolve, opts.dry_run, |hashes| {
@@ -298,29 +302,29 @@ pub async fn run(
     Ok(summary)
 }
 
-/// LISTs `blobs/` into the view's temporary table.
+/// LISTs `blobs/` into the view's temporary table, `concurrency` shards at a time.
 pub(crate) async fn list_into(
     repo: &Repository,
     view: &mut Catalog,
+    concurrency: usize,
     summary: &mut GcSummary,
 ) -> Result<(), GcError> {
     view.reach_begin()?;
-    let mut listing = std::pin::pin!(repo.list_blobs());
-    let mut chunk = Vec::with_capacity(LIST_CHUNK);
-    while let Some(blob) = listing.try_next().await? {
-        summary.blobs_listed += 1;
-        summary.bytes_listed += blob.stored_size;
-        chunk.push(ListedBlob {
-            hash: *blob.id.as_bytes(),
-            stored_size: blob.stored_size,
-            modified: blob.modified.timestamp_micros(),
-        });
-        if chunk.len() == LIST_CHUNK {
-            view.reach_add_listed(&chunk)?;
-            chunk.clear();
-        }
+    let mut listing = std::pin::pin!(repo.list_blobs(concurrency));
+    // Shards arrive in hash order, each sorted: the inserts append to the table.
+    while let Some(shard) = listing.try_next().await? {
+        summary.blobs_listed += shard.len() as u64;
+        summary.bytes_listed += shard.iter().map(|b| b.stored_size).sum::<u64>();
+        let rows: Vec<ListedBlob> = shard
+            .iter()
+            .map(|blob| ListedBlob {
+                hash: *blob.id.as_bytes(),
+                stored_size: blob.stored_size,
+                modified: blob.modified.timestamp_micros(),
+            })
+            .collect();
+        view.reach_add_listed(&rows)?;
     }
-    view.reach_add_listed(&chunk)?;
     Ok(())
 }
 
@@ -375,7 +379,10 @@ async fn record_set(
 }
 
 /// Deletes the condemned blobs that are due, chunk by chunk, reading the nodes' logs
-/// again before each chunk so a blob referenced meanwhile is absolved instead.
+/// again before each chunk so a blob referenced meanwhile is absolved instead. The
+/// deletions are recorded in batches of up to [`HASHES_PER_BATCH`] (a blob deleted but
+/// not recorded yet is still condemned, which no backup trusts, and a run interrupted
+/// before recording it finds it gone and records it).
 async fn sweep(
     repo: &Repository,
     view: &mut Catalog,
@@ -384,50 +391,20 @@ async fn sweep(
     progress: &Progress,
     summary: &mut GcSummary,
 ) -> Result<(), GcError> {
-    let mut after = None;
-    // Where the time goes, for the log: re-reading logs, checks, deletes, records.
-    let mut spent = [std::time::Duration::ZERO; 4];
-    let mut paged = (0, 0);
-    loop {
-        let t = Instant::now();
-        let set = GcSet::ToDelete { condemned_by };
-        let Some(page) = next_page(view, set, &mut after, DELETE_CHUNK, &mut paged)? else {
-            break;
-        };
-        mirror::sync_all(repo, view).await?;
-        spent[0] += t.elapsed();
-        let t = Instant::now();
-        let mut sizes: BTreeMap<Hash32, u64> = BTreeMap::new();
-        let mut needed = Vec::new();
-        for (hash, size) in page {
-            if view.still_garbage(&hash)? {
-                sizes.insert(hash, size);
-            } else {
-                needed.push(hash);
-            }
-        }
-        if !needed.is_empty() {
-            summary.blobs_absolved += needed.len() as u64;
-            mirror::append_gc_batch(repo, view, vec![Change::Absolve { hashes: needed }]).await?;
-        }
-        let ids: Vec<BlobId> = sizes.keys().map(|h| BlobId::from_bytes(*h)).collect();
-        spent[1] += t.elapsed();
-        let t = Instant::now();
-        // If this fails part-way, the next run finds the deleted ones gone and records them.
-        let deleted = repo.delete_blobs(&ids, opts.parallel).await?;
-        spent[2] += t.elapsed();
-        let t = Instant::now();
-        if !deleted.is_empty() {
-            let hashes: Vec<Hash32> = deleted.iter().map(|id| *id.as_bytes()).collect();
-            let freed: u64 = hashes.iter().filter_map(|h| sizes.get(h)).sum();
-            summary.blobs_deleted += hashes.len() as u64;
-            summary.bytes_freed += freed;
-            progress.add_done_many(hashes.len() as u64, freed);
-            mirror::append_gc_batch(repo, view, vec![Change::Delete { hashes }]).await?;
-        }
-        spent[3] += t.elapsed();
-    }
-    let [logs, checks, deletes, records] = spent.map(|d| d.as_secs_f64());
+    let mut sweeper = Sweeper {
+        repo,
+        view,
+        parallel: opts.parallel,
+        progress,
+        summary,
+        unrecorded: Vec::new(),
+        news_since_mark: false,
+        spent: [std::time::Duration::ZERO; 4],
+    };
+    let swept = sweeper.run(condemned_by).await;
+    // Record what was deleted even when a delete failed part-way.
+    let recorded = sweeper.record_deleted().await;
+    let [logs, checks, deletes, records] = sweeper.spent.map(|d| d.as_secs_f64());
     tracing::info!(
         logs,
         checks,
@@ -435,5 +412,97 @@ async fn sweep(
         records,
         "deletion phase: seconds spent"
     );
-    Ok(())
+    swept.and(recorded)
+}
+
+/// The deletion phase's state.
+struct Sweeper<'a> {
+    repo: &'a Repository,
+    view: &'a mut Catalog,
+    parallel: usize,
+    progress: &'a Progress,
+    summary: &'a mut GcSummary,
+    /// Deleted, not yet recorded in gc's log.
+    unrecorded: Vec<Hash32>,
+    /// Whether a batch arrived since the references were marked.
+    news_since_mark: bool,
+    /// Where the time goes, for the log: re-reading logs, checks, deletes, records.
+    spent: [std::time::Duration; 4],
+}
+
+impl Sweeper<'_> {
+    async fn run(&mut self, condemned_by: Micros) -> Result<(), GcError> {
+        let chunk = self.repo.delete_chunk();
+        let (mut after, mut paged) = (None, (0, 0));
+        let set = GcSet::ToDelete { condemned_by };
+        while let Some(page) = next_page(self.view, set, &mut after, chunk, &mut paged)? {
+            self.delete_chunk(page).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads the logs again, then deletes the blobs of `chunk` nothing refers to.
+    async fn delete_chunk(&mut self, chunk: Vec<(Hash32, u64)>) -> Result<(), GcError> {
+        let t = Instant::now();
+        let (_, applied) = mirror::sync_all(self.repo, self.view).await?;
+        // Until a batch arrives, the pages (computed from the references marked at the
+        // start of the run) are exact; from then on every chunk is checked again.
+        self.news_since_mark |= applied > 0;
+        self.spent[0] += t.elapsed();
+        let t = Instant::now();
+        let garbage = if self.news_since_mark {
+            let hashes: Vec<Hash32> = chunk.iter().map(|(hash, _)| *hash).collect();
+            Some(self.view.still_garbage(&hashes)?)
+        } else {
+            None
+        };
+        let mut sizes: BTreeMap<Hash32, u64> = BTreeMap::new();
+        let mut needed = Vec::new();
+        for (hash, size) in chunk {
+            // `chunk` is in hash order, and so is what `still_garbage` keeps of it.
+            if garbage
+                .as_ref()
+                .is_none_or(|g| g.binary_search(&hash).is_ok())
+            {
+                sizes.insert(hash, size);
+            } else {
+                needed.push(hash);
+            }
+        }
+        if !needed.is_empty() {
+            self.summary.blobs_absolved += needed.len() as u64;
+            let absolve = vec![Change::Absolve { hashes: needed }];
+            mirror::append_gc_batch(self.repo, self.view, absolve).await?;
+        }
+        let ids: Vec<BlobId> = sizes.keys().map(|h| BlobId::from_bytes(*h)).collect();
+        self.spent[1] += t.elapsed();
+        let t = Instant::now();
+        // If this fails part-way, the next run finds the deleted ones gone and records them.
+        let deleted = self.repo.delete_blobs(&ids, self.parallel).await?;
+        self.spent[2] += t.elapsed();
+        let freed: u64 = deleted
+            .iter()
+            .filter_map(|id| sizes.get(id.as_bytes()))
+            .sum();
+        self.summary.blobs_deleted += deleted.len() as u64;
+        self.summary.bytes_freed += freed;
+        self.progress.add_done_many(deleted.len() as u64, freed);
+        self.unrecorded
+            .extend(deleted.iter().map(|id| *id.as_bytes()));
+        if self.unrecorded.len() >= HASHES_PER_BATCH {
+            self.record_deleted().await?;
+        }
+        Ok(())
+    }
+
+    /// Records the deletions not recorded yet in gc's log (one batch).
+    async fn record_deleted(&mut self) -> Result<(), GcError> {
+        let t = Instant::now();
+        if !self.unrecorded.is_empty() {
+            let hashes = std::mem::take(&mut self.unrecorded);
+            mirror::append_gc_batch(self.repo, self.view, vec![Change::Delete { hashes }]).await?;
+        }
+        self.spent[3] += t.elapsed();
+        Ok(())
+    }
 }

@@ -142,6 +142,52 @@ pub struct BlobObject {
     pub modified: chrono::DateTime<chrono::Utc>,
 }
 
+/// The blobs in one shard directory of a `file://` repository, sorted.
+fn list_local_shard(dir: &Path) -> Result<Vec<BlobObject>, StoreError> {
+    let read_err = |path: &Path, source| StoreError::ReadFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(read_err(dir, e)),
+    };
+    let mut blobs = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| read_err(dir, e))?;
+        let Some(id) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<BlobId>().ok())
+        else {
+            continue; // a store's temporary file
+        };
+        let path = entry.path();
+        // Like object_store, follow a symlink; an entry deleted meanwhile is skipped.
+        let meta = match entry.file_type() {
+            Ok(t) if t.is_symlink() => std::fs::metadata(&path),
+            _ => entry.metadata(),
+        };
+        let meta = match meta {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(read_err(&path, e)),
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        let modified = meta.modified().map_err(|e| read_err(&path, e))?;
+        blobs.push(BlobObject {
+            id,
+            stored_size: meta.len(),
+            modified: modified.into(),
+        });
+    }
+    blobs.sort_unstable_by_key(|b| b.id);
+    Ok(blobs)
+}
+
 /// What `put_file` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PutOutcome {
@@ -485,15 +531,36 @@ impl Repository {
         Ok(out)
     }
 
-    /// Every blob object in the repository, as a stream (in no particular order), with
-    /// its stored size and last-modified time. Only gc and verify LIST blobs; objects
-    /// under `blobs/` whose names are not blob ids (a store's temporary files) are left
-    /// out.
+    /// Every blob object in the repository with its stored size and last-modified time,
+    /// one shard (`blobs/<aa>/`) at a time, in hash order: the 256 shards are listed
+    /// `concurrency` at a time (S3 pages a listing 1,000 keys per request, one request
+    /// after the other, so a single listing of millions of blobs is bound by round
+    /// trips) and each is sorted before it is yielded, so a caller can insert in key
+    /// order. Memory is one shard per listing in flight. Only gc and verify LIST blobs;
+    /// objects whose names are not blob ids (a store's temporary files) are left out.
     pub fn list_blobs(
         &self,
-    ) -> impl futures::Stream<Item = Result<BlobObject, StoreError>> + Send + '_ {
-        self.store
-            .list(Some(&ObjectPath::from("blobs")))
+        concurrency: usize,
+    ) -> impl futures::Stream<Item = Result<Vec<BlobObject>, StoreError>> + Send + '_ {
+        use futures::StreamExt;
+        futures::stream::iter(0..=u8::MAX)
+            .map(move |shard| self.list_blob_shard(shard))
+            .buffered(concurrency.max(1))
+    }
+
+    async fn list_blob_shard(&self, shard: u8) -> Result<Vec<BlobObject>, StoreError> {
+        let prefix = ObjectPath::from(format!("blobs/{shard:02x}"));
+        if let Some(root) = self.url.local_path() {
+            // object_store's local listing stats every entry four times and converts
+            // every path; a listing is one readdir and one stat per blob.
+            let dir = root.join(prefix.as_ref());
+            return tokio::task::spawn_blocking(move || list_local_shard(&dir))
+                .await
+                .map_err(|e| StoreError::Internal(format!("listing task failed: {e}")))?;
+        }
+        let mut blobs: Vec<BlobObject> = self
+            .store
+            .list(Some(&prefix))
             .map_err(|e| self.classify(e))
             .try_filter_map(|meta| async move {
                 let id = meta
@@ -506,6 +573,21 @@ impl Repository {
                     modified: meta.last_modified,
                 }))
             })
+            .try_collect()
+            .await?;
+        blobs.sort_unstable_by_key(|b| b.id);
+        Ok(blobs)
+    }
+
+    /// How many blobs gc deletes between two reads of the nodes' logs: about one round
+    /// of concurrent requests, so what gc knows when it deletes is never older than
+    /// that. S3 deletes 1,000 keys per request, 20 requests at a time (object_store's
+    /// bulk delete); the local and memory stores delete one object per call.
+    pub fn delete_chunk(&self) -> usize {
+        match self.url.backend_kind() {
+            super::error::BackendKind::Local | super::error::BackendKind::Memory => 5_000,
+            _ => 20_000,
+        }
     }
 
     /// Deletes blobs, `concurrency` requests at a time (S3 deletes up to 1,000 keys per
