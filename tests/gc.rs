@@ -732,11 +732,19 @@ async fn a_blob_referenced_while_gc_deletes_is_absolved_not_deleted() {
         parallel: 4,
         as_of: None,
     };
+    // No node can be named `@...` (gc's stream is `@gc`): such a prefix is not a log.
+    repo.put_object_if_absent(
+        "nodes/@evil/log/00000000000000000001",
+        bytes::Bytes::from_static(b"not a batch"),
+    )
+    .await
+    .unwrap();
     let mut view = Catalog::open(&work.path().join("view.db")).unwrap();
     let first = gc::run(&repo, &mut view, &opts, Arc::new(Progress::default()))
         .await
         .unwrap();
     assert_eq!(first.blobs_condemned, ORPHANS, "{first:?}");
+    assert_eq!(first.nodes.len(), 1, "{:?}", first.nodes);
 
     // The last blob in hash order is in gc's last chunk. Once the first chunk is gone,
     // node n2 records a file holding it.
