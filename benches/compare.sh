@@ -25,7 +25,8 @@
 # tool's process; for S3 rows, the server's CPU seconds during the step too. "stored" is
 # the repository's size after the step (du --apparent-size). The page cache is warm for
 # every tool alike (the data was just generated; each restore reads a repository the
-# machine just wrote). Settings: tablesafe defaults (zstd -1, --parallel 4 for backup, 8
+# machine just wrote). Settings: tablesafe defaults plus --pack-small-files (PACK=0: without)
+# (zstd -1, --parallel 4 for backup, 8
 # for restore); restic 0.14 defaults (repository v2, compression auto, encrypted: restic
 # cannot turn encryption off); borg 1.2 `-e none`, default lz4 compression.
 #
@@ -34,6 +35,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-2G}
+# PACK=0 stores every file as its own blob (tablesafe's default); PACK=1 (default here)
+# backs up with --pack-small-files.
+TS_PACK=$([ "${PACK:-1}" = 1 ] && echo --pack-small-files || true)
 SSTABLES=${2:-1250}
 work=${3:-$(mktemp -d /tmp/tablesafe-compare.XXXXXX)}
 mkdir -p "$work"
@@ -145,11 +149,11 @@ backup() { # tool backend step
   case $tool:$backend in
     tablesafe:file)
       measure "$tool" "$backend" "$step" "$dir" -- "$ts" -q --repo "file://$dir" \
-        --catalog "$work/ts-file.db" --node bench backup --init --data-dir "$data" --json
+        --catalog "$work/ts-file.db" --node bench backup --init $TS_PACK --data-dir "$data" --json
       cp "$work/last.out" "$work/ts-$backend-$step.json" ;;
     tablesafe:s3)
       measure "$tool" "$backend" "$step" "$dir" -- "$ts" -q --repo "s3://bench/tablesafe" \
-        --catalog "$work/ts-s3.db" --node bench backup --init --data-dir "$data" --json
+        --catalog "$work/ts-s3.db" --node bench backup --init $TS_PACK --data-dir "$data" --json
       cp "$work/last.out" "$work/ts-$backend-$step.json" ;;
     restic:*)
       local r=$dir
@@ -218,7 +222,8 @@ read -r new_files new_bytes < <(comm -13 "$work/live-before" "$work/live-after" 
 (cd "$data" && xargs -0 b3sum <"$work/new0") >"$work/new.b3"
 must_upload=$(awk 'NR == FNR {seen[$1] = 1; next} !($1 in seen) {seen[$1] = 1; print $2}' \
   "$work/manifest-initial" "$work/new.b3" | (cd "$data" && xargs -r stat -c %s) | awk '{b += $1} END {print b + 0}')
-blob_bytes() { python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("select coalesce(sum(size), 0) from blobs").fetchone()[0])' "$1"; }
+# Content bytes the repository holds: blobs of one file each, plus the files in packs.
+blob_bytes() { python3 -c 'import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); print(c.execute("select coalesce(sum(size), 0) from blobs where hash not in (select pack from packed)").fetchone()[0] + c.execute("select coalesce(sum(size), 0) from (select distinct hash, size from packed)").fetchone()[0])' "$1"; }
 ts_blobs_before=$(blob_bytes "$work/ts-file.db")
 for c in "${configs[@]}"; do backup "${c%%:*}" "${c##*:}" after; done
 ts_uploaded_raw=$(($(blob_bytes "$work/ts-file.db") - ts_blobs_before))

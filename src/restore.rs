@@ -26,14 +26,17 @@ use std::path::{Component as PathComponent, Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde::Serialize;
 
 use crate::backup::filter::{glob_match, is_system_keyspace};
 use crate::cassandra::{FileKind, Location, classify};
-use crate::catalog::{Catalog, CatalogError, FileVersion, Hash32, SnapshotFilter, SnapshotRow};
+use crate::catalog::{
+    Catalog, CatalogError, FileVersion, Hash32, PackedAt, SnapshotFilter, SnapshotRow,
+};
 use crate::inflight::Budget;
 pub use crate::progress::Progress;
+use crate::store::pack::PackExtract;
 use crate::store::{BlobId, Repository, hash_file};
 use crate::timespec::{self, Micros};
 
@@ -111,6 +114,9 @@ pub struct Plan {
     pub files: Vec<PlannedFile>,
     pub bytes: u64,
     pub tables: Vec<PlannedTable>,
+    /// Contents read from a pack rather than their own blob (see `store::pack`).
+    #[serde(skip)]
+    pub packed: HashMap<Hash32, PackedAt>,
 }
 
 /// Why a restore cannot go ahead, or failed.
@@ -179,6 +185,8 @@ pub enum RestoreError {
     },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error(
         "{failed} of {total} file(s) could not be restored (first: {first}); the others are in place; fix the cause and run again with --resume"
     )]
@@ -349,12 +357,22 @@ pub fn plan(catalog: &Catalog, point: Point, opts: &RestoreOptions) -> Result<Pl
         files.push(PlannedFile { version, dest });
     }
     let bytes = files.iter().map(|f| f.version.size).sum();
+    let mut packed = HashMap::new();
+    for f in &files {
+        let hash = f.version.hash;
+        if !packed.contains_key(&hash)
+            && let Some(at) = catalog.pack_location(&hash)?
+        {
+            packed.insert(hash, at);
+        }
+    }
     Ok(Plan {
         node: node.to_string(),
         point,
         files,
         bytes,
         tables: tables.into_values().collect(),
+        packed,
     })
 }
 
@@ -615,7 +633,30 @@ pub async fn execute(
     // `--parallel` large blobs at once, many more small ones: a small blob's time is
     // its request's round trip, not bandwidth (see `inflight`).
     let budget = Budget::new(opts.parallel);
-    let jobs = by_hash.into_iter().map(|(hash, targets)| {
+    // Small files come out of packs: one download for all the files of a pack.
+    let mut by_pack: HashMap<Hash32, Vec<Targets>> = HashMap::new();
+    let mut singles = Vec::new();
+    for (hash, targets) in by_hash {
+        match plan.packed.get(&hash) {
+            Some(at) => by_pack.entry(at.pack).or_default().push((hash, targets)),
+            None => singles.push((hash, targets)),
+        }
+    }
+    let pack_jobs = by_pack.into_iter().map(|(pack, members)| {
+        let progress = progress.clone();
+        let point = point.clone();
+        let budget = &budget;
+        async move {
+            let size = members
+                .iter()
+                .map(|(_, t)| t.first().map_or(0, |(f, _)| f.version.size))
+                .sum();
+            let _room = budget.acquire(size).await;
+            restore_pack(repo, pack, members, &plan.packed, &point, &progress).await
+        }
+        .boxed()
+    });
+    let single_jobs = singles.into_iter().map(|(hash, targets)| {
         let progress = progress.clone();
         let point = point.clone();
         let budget = &budget;
@@ -624,8 +665,10 @@ pub async fn execute(
             let _room = budget.acquire(size).await;
             restore_blob(repo, hash, targets, &point, &progress).await
         }
+        .boxed()
     });
-    let mut results = futures::stream::iter(jobs).buffer_unordered(budget.max_in_flight());
+    let mut results = futures::stream::iter(pack_jobs.chain(single_jobs))
+        .buffer_unordered(budget.max_in_flight());
     while let Some(result) = results.next().await {
         summary.downloaded += result.downloaded;
         summary.linked += result.linked;
@@ -689,6 +732,19 @@ struct BlobResult {
     failed: Vec<String>,
 }
 
+/// The files that hold one content: the first is downloaded, the others linked or copied.
+type Targets<'a> = (Hash32, Vec<(&'a PlannedFile, PathBuf)>);
+
+/// What failed for a file, as the restore reports it.
+fn failure(f: &PlannedFile, hash: &Hash32, point: &str, e: &dyn std::fmt::Display) -> String {
+    format!(
+        "{} (blob {}, point {point}): {}",
+        f.dest.display(),
+        BlobId::from_bytes(*hash),
+        explain(e)
+    )
+}
+
 /// Downloads one blob to its first path and links (or copies) it to the others.
 async fn restore_blob(
     repo: &Repository,
@@ -698,26 +754,80 @@ async fn restore_blob(
     progress: &Progress,
 ) -> BlobResult {
     let mut out = BlobResult::default();
-    let id = BlobId::from_bytes(hash);
-    let Some(((first, first_dest), rest)) = targets.split_first() else {
+    let Some((_, first_dest)) = targets.first() else {
         return out;
     };
-    let describe = |f: &PlannedFile, e: &dyn std::fmt::Display| {
-        format!(
-            "{} (blob {}, point {point}): {}",
-            f.dest.display(),
-            id,
-            explain(e)
-        )
-    };
+    let id = BlobId::from_bytes(hash);
     if let Err(e) = repo.get_to_file_deferring_dir_sync(&id, first_dest).await {
         for (f, _) in &targets {
-            out.failed.push(describe(f, &e));
+            out.failed.push(failure(f, &hash, point, &e));
         }
         return out;
     }
+    place_others(&hash, &targets, point, progress, &mut out);
+    out
+}
+
+/// Downloads a pack once and places each of its files wanted here, then their links
+/// and copies.
+async fn restore_pack(
+    repo: &Repository,
+    pack: Hash32,
+    members: Vec<Targets<'_>>,
+    packed: &HashMap<Hash32, PackedAt>,
+    point: &str,
+    progress: &Progress,
+) -> BlobResult {
+    let mut out = BlobResult::default();
+    let extracts = members
+        .iter()
+        .filter_map(|(hash, targets)| {
+            let (_, dest) = targets.first()?;
+            let at = packed.get(hash)?;
+            Some(PackExtract {
+                id: BlobId::from_bytes(*hash),
+                offset: at.offset,
+                size: at.size,
+                dest: dest.clone(),
+            })
+        })
+        .collect();
+    let (outcomes, failed) = repo
+        .get_from_pack(&BlobId::from_bytes(pack), extracts)
+        .await;
+    for ((hash, targets), outcome) in members.iter().zip(outcomes) {
+        let error: Option<String> = match (&outcome, &failed) {
+            (Some(Ok(_)), _) => None,
+            (Some(Err(e)), _) => Some(explain(e)),
+            (None, Some(e)) => Some(format!("pack {}: {}", BlobId::from_bytes(pack), explain(e))),
+            (None, None) => Some("not restored".into()),
+        };
+        match error {
+            Some(e) => {
+                for (f, _) in targets {
+                    out.failed.push(failure(f, hash, point, &e));
+                }
+            }
+            None => place_others(hash, targets, point, progress, &mut out),
+        }
+    }
+    out
+}
+
+/// After the first file of `targets` was downloaded: sets its mtime, then hard-links or
+/// copies it to the others.
+fn place_others(
+    hash: &Hash32,
+    targets: &[(&PlannedFile, PathBuf)],
+    point: &str,
+    progress: &Progress,
+    out: &mut BlobResult,
+) {
+    let Some(((first, first_dest), rest)) = targets.split_first() else {
+        return;
+    };
     if let Err(e) = set_mtime(first_dest, first.version.mtime) {
-        out.failed.push(describe(first, &e));
+        out.failed.push(failure(first, hash, point, &e));
     }
     out.downloaded += 1;
     progress.add_done(first.version.size);
@@ -748,12 +858,41 @@ async fn restore_blob(
         match result {
             Ok(true) => out.linked += 1,
             Ok(false) => out.copied += 1,
-            Err(e) => out.failed.push(describe(f, &e)),
+            Err(e) => out.failed.push(failure(f, hash, point, &e)),
         }
         placed.push((dest.as_path(), f.version.mtime, in_link_location));
         progress.add_done(f.version.size);
     }
-    out
+}
+
+/// Writes the content `hash` to `dest` (verified, fsynced, renamed into place), from
+/// its own blob or from the pack the catalog places it in: one file's bytes, wherever
+/// the repository keeps them.
+pub async fn content_to_file(
+    repo: &Repository,
+    catalog: &Catalog,
+    hash: &Hash32,
+    dest: &Path,
+) -> Result<u64, RestoreError> {
+    let id = BlobId::from_bytes(*hash);
+    let Some(at) = catalog.pack_location(hash)? else {
+        return Ok(repo.get_to_file(&id, dest).await?);
+    };
+    let extract = PackExtract {
+        id,
+        offset: at.offset,
+        size: at.size,
+        dest: dest.to_path_buf(),
+    };
+    let pack = BlobId::from_bytes(at.pack);
+    let (mut outcomes, failed) = repo.get_from_pack(&pack, vec![extract]).await;
+    match (outcomes.pop().flatten(), failed) {
+        (Some(outcome), _) => Ok(outcome?),
+        (None, Some(e)) => Err(e.into()),
+        (None, None) => Err(RestoreError::Internal(format!(
+            "{id} was not read from pack {pack}"
+        ))),
+    }
 }
 
 /// Copies a restored file to `dest` the way downloads are placed: into `<dest>.partial`,

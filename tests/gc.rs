@@ -200,6 +200,8 @@ struct Rig {
     view: Catalog,
     /// Time at which gc evaluates retention (None: when it runs).
     as_of: Option<Micros>,
+    /// Back up with `pack_small_files`.
+    pack: bool,
 }
 
 impl Rig {
@@ -221,6 +223,7 @@ impl Rig {
             catalog: Catalog::open(&root.join("n1.db")).unwrap(),
             view: Catalog::open(&root.join("n1.all-nodes.db")).unwrap(),
             as_of: None,
+            pack: false,
             _tmp: tmp,
             root,
             data,
@@ -239,6 +242,7 @@ impl Rig {
             pin_dir: None,
             parallel: 2,
             prune_incremental: false,
+            pack_small_files: self.pack,
         };
         let summary = backup::run(
             &self.repo,
@@ -804,4 +808,85 @@ async fn a_blob_referenced_while_gc_deletes_is_absolved_not_deleted() {
     .await
     .unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+/// Small files in packs: a pack stays while any retained version needs a file in it,
+/// a file whose pack gc condemned is uploaded again into a new pack, a pack nothing
+/// needs goes after the grace, and verify names the files of a missing pack.
+#[tokio::test(flavor = "multi_thread")]
+async fn packs_stay_while_a_file_in_them_is_needed_and_go_after() {
+    let mut rig = Rig::new(None).await;
+    rig.pack = true;
+    let mut history = History::new(&rig.data);
+    history.apply(&Step::Flush(3000, 1));
+    history.apply(&Step::Flush(3000, 2));
+    rig.backup("one").await;
+    // Data.db of 1 and 2 and the shared TOC.txt: one pack.
+    let first_pack = stored_blobs(&rig.repo_dir);
+    assert_eq!(first_pack.len(), 1, "{first_pack:?}");
+    let data_one = blake3::hash(&history.contents[&1]).to_hex().to_string();
+    let at = rig
+        .catalog
+        .pack_location(&hash_of(&data_one))
+        .unwrap()
+        .unwrap();
+    assert_eq!(hex::encode(at.pack), *first_pack.iter().next().unwrap());
+
+    history.apply(&Step::Flush(3000, 3));
+    history.apply(&Step::Compact(4));
+    rig.backup("two").await;
+    assert_eq!(
+        stored_blobs(&rig.repo_dir).len(),
+        2,
+        "Data.db of 3 and 4: a second pack"
+    );
+    let keep_last = RetentionPolicy {
+        keep_last: Some(1),
+        ..RetentionPolicy::default()
+    };
+    // Only "two" is kept; Data.db of 1 and 2 are dead, but the first pack also holds
+    // the TOC.txt that "two" needs: nothing can go.
+    let kept = rig.gc(keep_last.clone(), 0).await;
+    assert_eq!(kept.blobs_condemned, 0, "{kept:?}");
+    assert_eq!(rig.restore("two").await.unwrap(), tree(&rig.data));
+
+    // Nothing live any more: both packs are condemned...
+    history.apply(&Step::DropAll);
+    rig.backup("three").await;
+    let condemned = rig.gc(keep_last.clone(), 0).await;
+    assert_eq!(condemned.blobs_condemned, 2, "{condemned:?}");
+    // ...then an SSTable comes back: its files are only in condemned packs, so the
+    // backup uploads them again, into a new pack, and the old packs can go.
+    history.apply(&Step::Resurrect);
+    rig.backup("four").await;
+    let before = stored_blobs(&rig.repo_dir);
+    assert_eq!(before.len(), 3, "{before:?}");
+    let swept = rig.gc(keep_last, 0).await;
+    assert_eq!(swept.blobs_deleted, 2, "{swept:?}");
+    let after = stored_blobs(&rig.repo_dir);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert!(!after.iter().any(|p| first_pack.contains(p)));
+    assert_eq!(rig.restore("four").await.unwrap(), tree(&rig.data));
+    let report = rig.verify(ReadData::All).await;
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(
+        report.blobs_read, 1,
+        "the one pack is read back: {report:?}"
+    );
+
+    // The last pack lost: verify names the files it held, not just an object.
+    let pack = after.iter().next().unwrap();
+    fs::remove_file(rig.repo_dir.join("blobs").join(&pack[..2]).join(pack)).unwrap();
+    let report = rig.verify(ReadData::None).await;
+    assert_eq!(
+        report.problems.len(),
+        2,
+        "Data.db and TOC.txt: {:?}",
+        report.problems
+    );
+    for p in &report.problems {
+        assert_eq!(p.kind, "missing");
+        assert_eq!(p.files.len(), 1, "{p:?}");
+        assert_ne!(&p.blob, pack, "reported by file content, not by pack");
+    }
 }

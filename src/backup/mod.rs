@@ -25,15 +25,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde::Serialize;
 
 use crate::cassandra::Component;
 use crate::cassandra::digest::{DigestAlgorithm, verify_file};
 use crate::catalog::mirror::{self, MirrorError};
-use crate::catalog::{Catalog, CatalogError, Change, FileKey, Hash32, OpenVersion};
+use crate::catalog::{Catalog, CatalogError, Change, FileKey, Hash32, OpenVersion, PackMember};
 use crate::inflight::Budget;
 pub use crate::progress::Progress;
+use crate::store::pack::{PACK_MEMBER_MAX, PACK_TARGET, PackCandidate, PackPut, Packing};
 use crate::store::{BlobId, Repository, StoreError, hash_file};
 use crate::timespec::{self, Micros};
 use filter::TableFilter;
@@ -61,6 +62,8 @@ pub struct BackupOptions {
     pub parallel: usize,
     /// Delete `backups/` hard links once their content is durable.
     pub prune_incremental: bool,
+    /// Store small files in packs (`store::pack`) rather than one blob each.
+    pub pack_small_files: bool,
 }
 
 /// Which point a pass records when it is done.
@@ -88,8 +91,12 @@ pub struct BackupSummary {
     /// Hashed files whose content the repository already had.
     pub files_deduplicated: u64,
     pub bytes_read: u64,
+    /// New contents stored, each small file in a pack counted as one.
     pub blobs_uploaded: u64,
+    /// Stored bytes written (compressed, framed), packs included.
     pub bytes_uploaded: u64,
+    /// Packs written: objects holding many of the new small contents (`store::pack`).
+    pub packs_uploaded: u64,
     /// Blobs gc had condemned that this pass needed and uploaded again.
     pub blobs_rescued: u64,
     pub versions_started: u64,
@@ -511,64 +518,150 @@ async fn backup_data_dir(
 
     // New content: upload, and record each blob's files only once it is durable.
     let mut rescued = Vec::new();
-    let uploads: Vec<(Hash32, Vec<FoundFile>, bool)> = uploads
-        .into_iter()
-        .map(|(id, files)| Ok((id, files, catalog.is_condemned(&id)?)))
-        .collect::<Result<_, CatalogError>>()?;
+    let mut singles: Vec<(Hash32, Vec<FoundFile>, bool)> = Vec::new();
+    let mut small: Vec<(Hash32, Vec<FoundFile>)> = Vec::new();
+    for (id, files) in uploads {
+        let size = files.first().map_or(0, FoundFile::size);
+        if opts.pack_small_files && size < PACK_MEMBER_MAX {
+            small.push((id, files));
+        } else {
+            let again = catalog.is_condemned(&id)?;
+            singles.push((id, files, again));
+        }
+    }
+    let (packs, lone) = group_into_packs(small);
+    for (id, files) in lone {
+        let again = catalog.is_condemned(&id)?;
+        singles.push((id, files, again));
+    }
     // `parallel` large blobs at once, many more small ones (see `inflight`).
     let budget = Budget::new(parallel);
     let budget = &budget;
-    let mut results =
-        futures::stream::iter(uploads.into_iter().map(|(id, files, again)| async move {
+    let single_jobs = singles.into_iter().map(|(id, files, again)| {
+        async move {
             let _room = budget
                 .acquire(files.first().map_or(0, FoundFile::size))
                 .await;
             let outcome = upload_one(repo, &files, again).await;
-            (id, files, again, outcome)
-        }))
-        .buffer_unordered(budget.max_in_flight());
-    while let Some((id, files, again, outcome)) = results.next().await {
-        match outcome {
-            Ok(Some(put)) => {
-                if put.id.as_bytes() != &id {
-                    // The file changed between hashing and upload: take it next pass.
-                    summary.changed_during_backup += files.len() as u64;
-                    for f in &files {
-                        keep_open(open, &f.key, &mut seen, &mut unbacked);
-                    }
-                    continue;
-                }
-                if again {
-                    summary.blobs_rescued += 1;
-                    rescued.push((id, files.clone()));
-                }
-                if put.uploaded {
-                    summary.blobs_uploaded += 1;
-                    summary.bytes_uploaded += put.stored_size;
-                } else {
-                    summary.files_deduplicated += files.len() as u64;
-                }
-                recorder.push(Change::Blob {
-                    hash: id,
-                    size: put.size,
-                    stored_size: put.stored_size,
-                });
-                for f in &files {
-                    progress.add_done(f.size());
-                    record(open, f, id, recorder, &mut seen, summary);
-                }
-                recorder.commit_if_full(repo, catalog).await?;
-            }
-            Ok(None) => {
-                for f in &files {
-                    summary.problems.push(format!(
-                        "{} vanished before it was uploaded",
-                        f.path.display()
-                    ));
-                }
-            }
-            Err(e) => return Err(e.into()),
+            Uploaded::Single(id, files, again, outcome)
         }
+        .boxed()
+    });
+    let pack_jobs = packs.into_iter().map(|members| {
+        async move {
+            let bytes = members.iter().map(|(_, f)| f[0].size()).sum();
+            let _room = budget.acquire(bytes).await;
+            let candidates = members
+                .iter()
+                .map(|(id, files)| PackCandidate {
+                    id: BlobId::from_bytes(*id),
+                    size: files[0].size(),
+                    paths: files.iter().map(|f| f.path.clone()).collect(),
+                })
+                .collect();
+            let outcome = repo.put_pack(candidates).await;
+            Uploaded::Pack(members, outcome)
+        }
+        .boxed()
+    });
+    let mut results = futures::stream::iter(pack_jobs.chain(single_jobs))
+        .buffer_unordered(budget.max_in_flight());
+    while let Some(done) = results.next().await {
+        match done {
+            Uploaded::Single(id, files, again, outcome) => match outcome {
+                Ok(Some(put)) => {
+                    if put.id.as_bytes() != &id {
+                        // The file changed between hashing and upload: take it next pass.
+                        summary.changed_during_backup += files.len() as u64;
+                        for f in &files {
+                            keep_open(open, &f.key, &mut seen, &mut unbacked);
+                        }
+                        continue;
+                    }
+                    if again {
+                        summary.blobs_rescued += 1;
+                        rescued.push((id, files.clone()));
+                    }
+                    if put.uploaded {
+                        summary.blobs_uploaded += 1;
+                        summary.bytes_uploaded += put.stored_size;
+                    } else {
+                        summary.files_deduplicated += files.len() as u64;
+                    }
+                    recorder.push(Change::Blob {
+                        hash: id,
+                        size: put.size,
+                        stored_size: put.stored_size,
+                    });
+                    for f in &files {
+                        progress.add_done(f.size());
+                        record(open, f, id, recorder, &mut seen, summary);
+                    }
+                }
+                Ok(None) => {
+                    for f in &files {
+                        summary.problems.push(format!(
+                            "{} vanished before it was uploaded",
+                            f.path.display()
+                        ));
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            },
+            Uploaded::Pack(members, outcome) => {
+                let put = outcome?;
+                let mut packed = Vec::new();
+                for ((id, files), packing) in members.iter().zip(&put.members) {
+                    match packing {
+                        Packing::Packed { offset } => {
+                            packed.push(PackMember {
+                                hash: *id,
+                                offset: *offset,
+                                size: files[0].size(),
+                            });
+                        }
+                        Packing::Changed => {
+                            summary.changed_during_backup += files.len() as u64;
+                            for f in files {
+                                keep_open(open, &f.key, &mut seen, &mut unbacked);
+                            }
+                        }
+                        Packing::Vanished => {
+                            for f in files {
+                                summary.problems.push(format!(
+                                    "{} vanished before it was uploaded",
+                                    f.path.display()
+                                ));
+                            }
+                        }
+                    }
+                }
+                if let Some(pack) = put.id {
+                    summary.blobs_uploaded += packed.len() as u64;
+                    summary.packs_uploaded += 1;
+                    summary.bytes_uploaded += put.stored_size;
+                    // The pack first: a record never refers to what no record made known.
+                    recorder.push(Change::Blob {
+                        hash: *pack.as_bytes(),
+                        size: put.size,
+                        stored_size: put.stored_size,
+                    });
+                    recorder.push(Change::Packed {
+                        pack: *pack.as_bytes(),
+                        members: packed,
+                    });
+                    for ((id, files), packing) in members.iter().zip(&put.members) {
+                        if matches!(packing, Packing::Packed { .. }) {
+                            for f in files {
+                                progress.add_done(f.size());
+                                record(open, f, *id, recorder, &mut seen, summary);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        recorder.commit_if_full(repo, catalog).await?;
     }
     catalog.remember_stats(&stats)?;
     Ok(Recorded {
@@ -577,6 +670,54 @@ async fn backup_data_dir(
         pinned,
         rescued,
     })
+}
+
+/// A finished upload: one file's blob, or a pack of small files.
+enum Uploaded {
+    Single(
+        Hash32,
+        Vec<FoundFile>,
+        bool,
+        Result<Option<crate::store::PutOutcome>, StoreError>,
+    ),
+    Pack(Vec<(Hash32, Vec<FoundFile>)>, Result<PackPut, StoreError>),
+}
+
+/// Groups small files into packs of about [`PACK_TARGET`] bytes, in path order (an
+/// SSTable's small components share a pack, so restoring one table reads few packs).
+/// A group of one is uploaded as a blob of its own.
+#[allow(clippy::type_complexity)]
+fn group_into_packs(
+    mut small: Vec<(Hash32, Vec<FoundFile>)>,
+) -> (
+    Vec<Vec<(Hash32, Vec<FoundFile>)>>,
+    Vec<(Hash32, Vec<FoundFile>)>,
+) {
+    small.sort_by(|a, b| a.1[0].path.cmp(&b.1[0].path));
+    let mut packs = Vec::new();
+    let mut current: Vec<(Hash32, Vec<FoundFile>)> = Vec::new();
+    let mut bytes = 0;
+    for member in small {
+        bytes += member.1[0].size();
+        current.push(member);
+        if bytes >= PACK_TARGET {
+            packs.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+    }
+    if !current.is_empty() {
+        packs.push(current);
+    }
+    let mut lone = Vec::new();
+    packs.retain_mut(|p| {
+        if p.len() == 1 {
+            lone.append(p);
+            false
+        } else {
+            true
+        }
+    });
+    (packs, lone)
 }
 
 /// A file read through a pin.

@@ -112,6 +112,22 @@ pub enum Change {
     Absolve { hashes: Vec<Hash32> },
     /// These blobs were deleted from the repository.
     Delete { hashes: Vec<Hash32> },
+    /// Blob `pack` (recorded by a `Blob` change before this one) is a pack: its content
+    /// is the concatenation of small files, and these members sit in it at these
+    /// offsets. A member is restored from its pack; gc keeps a pack while a retained
+    /// version refers to a member it is the chosen location of (see `catalog::reach`).
+    Packed {
+        pack: Hash32,
+        members: Vec<PackMember>,
+    },
+}
+
+/// Where one small file's bytes sit inside a pack's (uncompressed) content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackMember {
+    pub hash: Hash32,
+    pub offset: u64,
+    pub size: u64,
 }
 
 /// The name under which gc's batches are numbered (`gc/log/<seq>`): not a valid node
@@ -181,6 +197,14 @@ mod tests {
                     hash: [1; 32],
                     size: 10,
                     stored_size: 5,
+                },
+                Change::Packed {
+                    pack: [3; 32],
+                    members: vec![PackMember {
+                        hash: [4; 32],
+                        offset: 16,
+                        size: 10,
+                    }],
                 },
                 Change::Start {
                     key: key.clone(),

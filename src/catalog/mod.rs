@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-pub use change::{Batch, Change, CodecError, FileKey, GC_STREAM, Hash32};
+pub use change::{Batch, Change, CodecError, FileKey, GC_STREAM, Hash32, PackMember};
 
 use crate::timespec::Micros;
 
@@ -69,6 +69,25 @@ pub struct StatKey {
     pub size: u64,
     pub mtime_ns: i64,
     pub ctime_ns: i64,
+}
+
+/// Where a small file's bytes sit in a pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackedAt {
+    pub pack: Hash32,
+    pub offset: u64,
+    pub size: u64,
+}
+
+/// The pack a file's bytes are read from, and that gc keeps for it, when several packs
+/// hold them (a pack condemned, the file uploaded again into a new one): one gc has not
+/// condemned if there is one, then the lowest hash, so every catalog that knows the
+/// same packs makes the same choice. `hash` is the SQL expression of the file's hash.
+pub(crate) fn chosen_pack(hash: &str) -> String {
+    format!(
+        "SELECT cp.pack FROM packed cp WHERE cp.hash = {hash}
+         ORDER BY EXISTS (SELECT 1 FROM condemned cc WHERE cc.hash = cp.pack), cp.pack LIMIT 1"
+    )
 }
 
 /// A file version as stored.
@@ -305,12 +324,37 @@ impl Catalog {
     pub fn has_blob(&self, hash: &Hash32) -> Result<bool, CatalogError> {
         self.conn
             .prepare_cached(
-                "SELECT 1 FROM blobs WHERE hash = ?1
-                 AND NOT EXISTS (SELECT 1 FROM condemned WHERE hash = ?1)",
+                "SELECT (EXISTS (SELECT 1 FROM blobs WHERE hash = ?1)
+                         AND NOT EXISTS (SELECT 1 FROM condemned WHERE hash = ?1))
+                     OR EXISTS (SELECT 1 FROM packed p WHERE p.hash = ?1
+                                AND NOT EXISTS (SELECT 1 FROM condemned c WHERE c.hash = p.pack))",
             )
-            .and_then(|mut stmt| stmt.query_row([hash.as_slice()], |_| Ok(())))
+            .and_then(|mut stmt| stmt.query_row([hash.as_slice()], |r| r.get(0)))
+            .map_err(self.err())
+    }
+
+    /// Where a restore reads `hash` from: `None` for its own blob object (the usual
+    /// case, and the fallback), or the pack chosen for it when it has no blob object
+    /// gc has left alone. The choice is [`chosen_pack`]'s, as gc makes it.
+    pub fn pack_location(&self, hash: &Hash32) -> Result<Option<PackedAt>, CatalogError> {
+        let sql = format!(
+            "SELECT pack, offset, size FROM packed WHERE hash = ?1 AND pack = ({})
+             AND NOT (EXISTS (SELECT 1 FROM blobs WHERE hash = ?1)
+                      AND NOT EXISTS (SELECT 1 FROM condemned WHERE hash = ?1))",
+            chosen_pack("?1")
+        );
+        self.conn
+            .prepare_cached(&sql)
+            .and_then(|mut stmt| {
+                stmt.query_row([hash.as_slice()], |r| {
+                    Ok(PackedAt {
+                        pack: r.get(0)?,
+                        offset: r.get::<_, i64>(1)? as u64,
+                        size: r.get::<_, i64>(2)? as u64,
+                    })
+                })
+            })
             .optional()
-            .map(|o| o.is_some())
             .map_err(self.err())
     }
 

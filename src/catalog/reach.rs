@@ -8,7 +8,7 @@
 
 use rusqlite::params;
 
-use super::{Catalog, CatalogError, FileVersion, Hash32};
+use super::{Catalog, CatalogError, FileVersion, Hash32, chosen_pack};
 use crate::timespec::Micros;
 
 /// One blob object as a LIST of the repository reported it.
@@ -120,6 +120,15 @@ impl Catalog {
                  ORDER BY +v.hash;",
             )
             .map_err(self.err())?;
+        // A small file in a pack keeps the pack chosen for it (see `chosen_pack`).
+        self.conn
+            .execute_batch(&format!(
+                "INSERT OR IGNORE INTO temp.gc_referenced (hash)
+                 SELECT ({}) FROM temp.gc_referenced r
+                 WHERE EXISTS (SELECT 1 FROM packed WHERE hash = r.hash);",
+                chosen_pack("r.hash")
+            ))
+            .map_err(self.err())?;
         self.conn
             .query_row("SELECT COUNT(*) FROM temp.gc_referenced", [], |r| {
                 r.get::<_, i64>(0)
@@ -136,7 +145,15 @@ impl Catalog {
         after: Option<&Hash32>,
         limit: usize,
     ) -> Result<Vec<(Hash32, u64)>, CatalogError> {
-        let (sql, time) = match set {
+        let missing_sql = format!(
+            "SELECT r.hash, 0 FROM temp.gc_referenced r
+             WHERE r.hash > ?1 AND r.hash NOT IN (SELECT hash FROM temp.gc_listed)
+               AND NOT EXISTS (SELECT 1 FROM temp.gc_listed l WHERE l.hash = ({}))
+               AND NOT EXISTS (SELECT 1 FROM packed p WHERE p.pack = r.hash)
+             ORDER BY r.hash LIMIT ?2",
+            chosen_pack("r.hash")
+        );
+        let (sql, time): (&str, Micros) = match set {
             GcSet::ToAbsolve => (
                 "SELECT c.hash, COALESCE(l.stored_size, 0) FROM condemned c
                  LEFT JOIN temp.gc_listed l ON l.hash = c.hash
@@ -168,9 +185,9 @@ impl Catalog {
                 0,
             ),
             GcSet::Missing => (
-                "SELECT r.hash, 0 FROM temp.gc_referenced r
-                 WHERE r.hash > ?1 AND r.hash NOT IN (SELECT hash FROM temp.gc_listed)
-                 ORDER BY r.hash LIMIT ?2",
+                // A packed file is missing when the pack chosen for it is; a missing
+                // pack is reported through its files.
+                &missing_sql,
                 0,
             ),
         };
@@ -214,13 +231,16 @@ impl Catalog {
     /// Those of `hashes` that are still condemned and that no version refers to, after
     /// new batches arrived: the sweep's last check of a chunk before deleting it.
     pub fn still_garbage(&self, hashes: &[Hash32]) -> Result<Vec<Hash32>, CatalogError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM condemned WHERE hash = ?1)
-                    AND NOT EXISTS (SELECT 1 FROM versions WHERE hash = ?1)",
-            )
-            .map_err(self.err())?;
+        // A pack is still needed while a version refers to a file it is chosen for.
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM condemned WHERE hash = ?1)
+                AND NOT EXISTS (SELECT 1 FROM versions WHERE hash = ?1)
+                AND NOT EXISTS (SELECT 1 FROM packed m WHERE m.pack = ?1
+                                AND EXISTS (SELECT 1 FROM versions v WHERE v.hash = m.hash)
+                                AND ({}) = ?1)",
+            chosen_pack("m.hash")
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(self.err())?;
         let mut garbage = Vec::with_capacity(hashes.len());
         for hash in hashes {
             if stmt
@@ -233,7 +253,8 @@ impl Catalog {
         Ok(garbage)
     }
 
-    /// Referenced blobs (every version counts), in hash order, for `verify`.
+    /// Referenced blob objects that the listing holds (every version counts; packed
+    /// files count through their pack), in hash order, for `verify --read-data`.
     pub fn referenced_page(
         &self,
         after: Option<&Hash32>,
@@ -243,7 +264,8 @@ impl Catalog {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT hash FROM temp.gc_referenced WHERE hash > ?1 ORDER BY hash LIMIT ?2",
+                "SELECT hash FROM temp.gc_referenced WHERE hash > ?1
+                 AND hash IN (SELECT hash FROM temp.gc_listed) ORDER BY hash LIMIT ?2",
             )
             .map_err(self.err())?;
         let rows = stmt
@@ -252,7 +274,8 @@ impl Catalog {
         rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
     }
 
-    /// Up to `limit` file versions (any node) that hold `hash`, oldest first.
+    /// Up to `limit` file versions (any node) that hold `hash`, or a file packed in the
+    /// pack `hash`, oldest first.
     pub fn versions_with_blob(
         &self,
         hash: &Hash32,
@@ -262,9 +285,10 @@ impl Catalog {
             .conn
             .prepare_cached(
                 "SELECT f.node, f.data_dir, f.keyspace, f.table_name, f.table_id, f.rel_path,
-                        v.size, v.mtime, v.valid_from, v.valid_to
+                        v.size, v.mtime, v.valid_from, v.valid_to, v.hash
                  FROM versions v JOIN files f ON f.id = v.file_id
-                 WHERE v.hash = ?1 ORDER BY v.valid_from LIMIT ?2",
+                 WHERE v.hash IN (SELECT ?1 UNION SELECT hash FROM packed WHERE pack = ?1)
+                 ORDER BY v.valid_from LIMIT ?2",
             )
             .map_err(self.err())?;
         let rows = stmt
@@ -272,7 +296,7 @@ impl Catalog {
                 Ok(FileVersion {
                     node: r.get(0)?,
                     key: super::file_key(r, 1)?,
-                    hash: *hash,
+                    hash: r.get(10)?,
                     size: r.get::<_, i64>(6)? as u64,
                     mtime: r.get(7)?,
                     valid_from: r.get(8)?,

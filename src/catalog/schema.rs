@@ -140,6 +140,17 @@ const MIGRATIONS: &[&str] = &[
     "
     CREATE INDEX versions_to ON versions (valid_to) WHERE valid_to IS NOT NULL;
     ",
+    // 5: packs (blobs holding many small files) and where each small file sits in one.
+    "
+    CREATE TABLE packed (
+        hash   BLOB NOT NULL,     -- the small file's content hash
+        pack   BLOB NOT NULL,     -- the pack blob holding it
+        offset INTEGER NOT NULL,  -- where in the pack's content
+        size   INTEGER NOT NULL,
+        PRIMARY KEY (hash, pack)
+    ) WITHOUT ROWID;
+    CREATE INDEX packed_pack ON packed (pack);
+    ",
 ];
 
 /// The schema version this build writes.
@@ -394,9 +405,25 @@ pub fn apply_change(
         Change::Delete { hashes } => {
             let mut gone = tx.prepare_cached("DELETE FROM condemned WHERE hash = ?1")?;
             let mut unknown = tx.prepare_cached("DELETE FROM blobs WHERE hash = ?1")?;
+            // A deleted pack no longer holds anything.
+            let mut unpacked = tx.prepare_cached("DELETE FROM packed WHERE pack = ?1")?;
             for h in hashes {
                 gone.execute([h.as_slice()])?;
                 unknown.execute([h.as_slice()])?;
+                unpacked.execute([h.as_slice()])?;
+            }
+        }
+        Change::Packed { pack, members } => {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR IGNORE INTO packed (hash, pack, offset, size) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for m in members {
+                stmt.execute(params![
+                    m.hash.as_slice(),
+                    pack.as_slice(),
+                    m.offset as i64,
+                    m.size as i64
+                ])?;
             }
         }
     }

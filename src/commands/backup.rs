@@ -54,6 +54,7 @@ pub fn run(
         pin_dir: None,
         parallel: args.parallel.max(1),
         prune_incremental: args.prune_incremental,
+        pack_small_files: args.pack_small_files,
     };
     let progress = Arc::new(Progress::default());
     let reporter = Reporter::start("backup", progress.clone());

@@ -65,6 +65,7 @@ fn options(args: &DaemonArgs, settings: &Settings) -> Result<DaemonOptions, Fail
             point: PointMode::None,
             parallel: b.parallel.max(1),
             prune_incremental: b.prune_incremental,
+            pack_small_files: b.pack_small_files,
             vanished_root_is_empty: true,
             pin_dir,
         },

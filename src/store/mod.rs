@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! <repo>/config                 repository format, id, compression (repo.rs)
-//! <repo>/blobs/<aa>/<hash>      one file's bytes, framed zstd (blob.rs), named by BLAKE3 (hash.rs)
+//! <repo>/blobs/<aa>/<hash>      one file's bytes, framed zstd (blob.rs), named by BLAKE3 (hash.rs),
+//!                               or a pack of small files (pack.rs)
 //! <repo>/staging/<uuid>         only while a blob is written with PutStrategy::Staging
 //! <repo>/nodes/…                catalog logs and manifests (later modules, via put_object/get_object)
 //! ```
@@ -15,6 +16,7 @@
 //! - [`blob`]: the blob object format (frames, index, footer) and frame (de)compression.
 //! - [`write`]: `put_file`: hash, dedup, parallel compression, multipart upload.
 //! - [`read`]: `get_to_file`: download, parallel decompression, verified atomic placement.
+//! - [`pack`]: many small files in one blob: `put_pack`, and `get_from_pack` splitting it.
 //! - [`error`]: the typed [`StoreError`] and how backend errors are classified.
 //!
 //! The API is async (tokio); CPU work runs on rayon's pool and blocking file I/O on
@@ -24,6 +26,7 @@ pub mod blob;
 pub mod error;
 pub mod hash;
 pub mod options;
+pub mod pack;
 mod read;
 pub mod repo;
 pub mod url;

@@ -209,7 +209,7 @@ fn decode_stream<R: Read, W: Write>(
 }
 
 /// `<dest>.partial`, next to `dest`.
-fn partial_path(dest: &Path) -> Result<PathBuf, StoreError> {
+pub(crate) fn partial_path(dest: &Path) -> Result<PathBuf, StoreError> {
     let name = dest.file_name().ok_or_else(|| {
         StoreError::InvalidOption(format!(
             "restore destination {} has no file name",
