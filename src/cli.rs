@@ -185,7 +185,7 @@ pub struct BackupArgs {
     /// Delete backups/ hard links once their content is durable (Cassandra never does).
     #[arg(long)]
     pub prune_incremental: bool,
-    /// Store files under 1 MiB together in packs of about 4 MiB (one object, one request
+    /// Store files under 1 MiB together in packs of about 2 MiB (one object, one request
     /// for many small SSTable components) instead of one object each. Experimental.
     #[arg(long)]
     pub pack_small_files: bool,

@@ -40,7 +40,9 @@ use super::repo::{Repository, blob_key, join_err};
 /// Files smaller than this are packed.
 pub const PACK_MEMBER_MAX: u64 = 1024 * 1024;
 /// A pack is closed once its files add up to this many bytes.
-pub const PACK_TARGET: u64 = 4 * 1024 * 1024;
+pub const PACK_TARGET: u64 = 2 * 1024 * 1024;
+/// Frames of a pack: small, so a restore holding several packs at once holds little.
+const PACK_FRAME_SIZE: u32 = 512 * 1024;
 /// Random bytes at the start of every pack.
 pub const PACK_NONCE_LEN: u64 = 16;
 
@@ -90,7 +92,7 @@ impl Repository {
     /// pack is durable in the store when this returns.
     pub async fn put_pack(&self, candidates: Vec<PackCandidate>) -> Result<PackPut, StoreError> {
         let level = self.config().compression.level;
-        let frame_size = self.config().compression.frame_size;
+        let frame_size = self.config().compression.frame_size.min(PACK_FRAME_SIZE);
         let built = tokio::task::spawn_blocking(move || build(&candidates, level, frame_size))
             .await
             .map_err(join_err)??;
