@@ -25,7 +25,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -34,7 +34,7 @@ use object_store::{PutMode, PutOptions, PutPayload};
 use super::blob::encode_to_vec;
 use super::error::StoreError;
 use super::hash::BlobId;
-use super::read::{partial_path, read_blob_into};
+use super::read::{partial_path, place_verified, read_blob_into};
 use super::repo::{Repository, blob_key, join_err};
 
 /// Files smaller than this are packed.
@@ -291,7 +291,9 @@ impl PackSplitter {
         if let Some((i, file, hasher)) = self.current.take() {
             let f = &self.files[i];
             let actual = BlobId::from_bytes(*hasher.finalize().as_bytes());
-            let outcome = place(file, &f.dest, f.id, actual).map(|()| f.size);
+            let outcome = partial_path(&f.dest)
+                .and_then(|partial| place_verified(file, &partial, &f.dest, f.id, actual))
+                .map(|()| f.size);
             self.set(i, outcome);
         }
     }
@@ -314,34 +316,6 @@ impl Drop for PackSplitter {
     fn drop(&mut self) {
         self.abandon(None);
     }
-}
-
-/// fsyncs a `.partial` file and renames it to `dest` if its content hashed to `id`;
-/// removes it otherwise.
-fn place(file: File, dest: &Path, id: BlobId, actual: BlobId) -> Result<(), StoreError> {
-    let partial = partial_path(dest)?;
-    let result = (|| {
-        file.sync_all().map_err(|source| StoreError::WriteFile {
-            path: partial.clone(),
-            source,
-        })?;
-        drop(file);
-        if actual != id {
-            return Err(StoreError::HashMismatch {
-                id,
-                actual,
-                dest: Some(dest.to_path_buf()),
-            });
-        }
-        std::fs::rename(&partial, dest).map_err(|source| StoreError::WriteFile {
-            path: dest.to_path_buf(),
-            source,
-        })
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&partial);
-    }
-    result
 }
 
 impl Write for PackSplitter {

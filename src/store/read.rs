@@ -221,6 +221,37 @@ pub(crate) fn partial_path(dest: &Path) -> Result<PathBuf, StoreError> {
     Ok(dest.with_file_name(partial))
 }
 
+/// fsyncs `partial` (written through `file`) and renames it to `dest` if its content
+/// hashed to `id`; removes it otherwise, so `dest` never holds an unverified byte.
+pub(crate) fn place_verified(
+    file: File,
+    partial: &Path,
+    dest: &Path,
+    id: BlobId,
+    actual: BlobId,
+) -> Result<(), StoreError> {
+    let write_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source: io::Error| StoreError::WriteFile { path, source }
+    };
+    let result = (|| {
+        file.sync_all().map_err(write_err(partial))?;
+        drop(file);
+        if actual != id {
+            return Err(StoreError::HashMismatch {
+                id,
+                actual,
+                dest: Some(dest.to_path_buf()),
+            });
+        }
+        std::fs::rename(partial, dest).map_err(write_err(dest))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(partial);
+    }
+    result
+}
+
 pub(crate) async fn get_to_file(
     repo: &Repository,
     id: &BlobId,
@@ -244,37 +275,21 @@ pub(crate) async fn get_to_file(
     let id = *id;
     let dest = dest.to_path_buf();
     tokio::task::spawn_blocking(move || {
-        let finish = || -> Result<(), StoreError> {
-            file.sync_all().map_err(write_err(&partial))?;
-            drop(file);
-            if actual != id {
-                return Err(StoreError::HashMismatch {
-                    id,
-                    actual,
-                    dest: Some(dest.clone()),
-                });
-            }
-            std::fs::rename(&partial, &dest).map_err(write_err(&dest))?;
-            if !sync_dir {
-                return Ok(());
-            }
-            if let Some(parent) = dest.parent() {
-                let dir = if parent.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    parent
-                };
-                File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(write_err(dir))?;
-            }
-            Ok(())
-        };
-        let r = finish();
-        if r.is_err() {
-            let _ = std::fs::remove_file(&partial);
+        place_verified(file, &partial, &dest, id, actual)?;
+        if !sync_dir {
+            return Ok(());
         }
-        r
+        if let Some(parent) = dest.parent() {
+            let dir = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(write_err(dir))?;
+        }
+        Ok::<(), StoreError>(())
     })
     .await
     .map_err(join_err)??;
