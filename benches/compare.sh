@@ -5,8 +5,8 @@
 #   benches/compare.sh [SIZE] [SSTABLES] [WORK_DIR]
 #     SIZE      data size, e.g. 2G (default), 500M
 #     SSTABLES  SSTables of eight files each (default 1250: 10,000 files)
-#     WORK_DIR  default: a new directory under /tmp (needs ~5x SIZE free; removed at the end
-#               unless KEEP=1)
+#     WORK_DIR  default: a new directory under /tmp (needs ~10x SIZE free; removed at the
+#               end unless KEEP=1)
 #
 # Steps, each timed for every tool:
 #   1. initial backup
@@ -15,7 +15,14 @@
 #      table replaced by one) and `nodetool snapshot shop` (hard links of one keyspace)
 #   4. full restore of the latest backup into an empty directory, starting from the
 #      repository alone (tablesafe's catalog and restic's cache are deleted first);
-#      every restored tree is checked file by file against b3sum of the source
+#      every restored tree is checked file by file against b3sum of the source. Then
+#      `sync` is timed on its own ("sync" rows): tablesafe fsyncs every file before it
+#      reports success, restic and borg leave their writes to the kernel's writeback,
+#      so "restore + sync" compares the time until the files are on disk. Restored trees
+#      are kept until every tool has restored: this machine's ext4 has no journal, and
+#      without one, creating files right after deleting thousands costs each new inode a
+#      scan past the recently deleted ones (`recently_deleted()`), which would tax
+#      whichever tool comes next.
 # Tools: tablesafe and restic into a local directory and into a local S3-protocol server
 # (s3s-fs on 127.0.0.1, its own process, the same for both), borg into a local directory,
 # and the physical baseline over the initial files: `b3sum` and `zstd -1 -T0`, each reading
@@ -178,6 +185,7 @@ restore() { # tool backend
       rm -f "$work/ts-$backend.db"* # restore from the repository alone
       measure "$tool" "$backend" restore "" -- "$ts" -q --repo "$url" \
         --catalog "$work/ts-$backend.db" --node bench restore --at now --to "$out" --include-snapshots
+      measure "$tool" "$backend" sync "" -- sync
       root=$out ;;
     restic:*)
       local r=$dir
@@ -185,10 +193,12 @@ restore() { # tool backend
       export RESTIC_CACHE_DIR="$work/cache-restic-$backend"
       rm -rf "$RESTIC_CACHE_DIR"
       measure "$tool" "$backend" restore "" -- restic -q -r "$r" restore latest --target "$out"
+      measure "$tool" "$backend" sync "" -- sync
       root=$out$data ;;
     borg:file)
       mkdir -p "$out"
       measure "$tool" "$backend" restore "" -- sh -c "cd '$out' && borg extract '$dir::after'"
+      measure "$tool" "$backend" sync "" -- sync
       root=$out$data ;;
   esac
   # Every file, with the right content, and nothing else.
@@ -196,7 +206,6 @@ restore() { # tool backend
   n=$(find "$root" -type f | wc -l)
   [ "$n" = "$(tr -cd '\0' <"$work/files0" | wc -c)" ] || { echo "$tool $backend restored $n files" >&2; exit 1; }
   (cd "$root" && b3sum --check --quiet "$work/manifest") || { echo "$tool $backend restore differs" >&2; exit 1; }
-  rm -rf "$out"
 }
 
 for c in "${configs[@]}"; do backup "${c%%:*}" "${c##*:}" initial; done
@@ -231,7 +240,9 @@ ts_uploaded_raw=$(($(blob_bytes "$work/ts-file.db") - ts_blobs_before))
 # Restores are checked against the final state of the data.
 (cd "$data" && find . -type f -print0 | sort -z) >"$work/files0"
 (cd "$data" && xargs -0 b3sum <"$work/files0" >"$work/manifest")
+sync
 for c in "${configs[@]}"; do restore "${c%%:*}" "${c##*:}"; done
+rm -rf "$work"/out-*
 
 # ---------------------------------------------------------------- report
 json_num() { sed -n "s/.*\"$2\": *\([0-9]*\).*/\1/p" "$1" | head -1; }
@@ -259,8 +270,16 @@ report="$work/report.md"
     { wall[$1 "/" $2 "/" $3] = $4; cpu[$1 "/" $2 "/" $3] = $5 }
     END {
       base = wall["b3sum/-/backup"] + wall["zstd/-/backup"];
-      split("initial nochange after restore", steps, " ");
-      for (i = 1; i <= 4; i++) {
+      for (k in wall) {
+        split(k, p, "/");
+        if (p[3] == "restore") {
+          r = p[1] "/" p[2] "/";
+          wall[r "restore+sync"] = wall[k] + wall[r "sync"];
+          cpu[r "restore+sync"] = cpu[k] + cpu[r "sync"];
+        }
+      }
+      split("initial nochange after restore restore+sync", steps, " ");
+      for (i = 1; i <= 5; i++) {
         s = steps[i];
         t = wall["tablesafe/file/" s]; t3 = wall["tablesafe/s3/" s];
         if (t == 0) t = 0.005; if (t3 == 0) t3 = 0.005;

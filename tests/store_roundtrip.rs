@@ -126,6 +126,47 @@ async fn compressible_data_shrinks_and_noise_costs_almost_nothing() {
     assert_eq!(r.stored_size, r.size + 16 + 18 + 1 + 18 + 32, "{r:?}");
 }
 
+/// More large blobs read at once than the process-wide frame budget has room for (it
+/// holds two frames per rayon thread, and each of these blobs wants `threads + 2`): the
+/// readers take turns through the budget, and every blob still comes back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_large_blobs_read_at_once_share_the_frame_budget() {
+    let f = fixture("file", |_| {}).await;
+    let work = tempfile::tempdir().unwrap();
+    let blobs = 2 * (2 * rayon::current_num_threads() + 2);
+    let mut expected = Vec::new();
+    for i in 0..blobs {
+        // Compressible and incompressible frames weigh differently in the budget.
+        let n = 2 * FRAME + FRAME / 2 + i;
+        let data = if i % 2 == 0 {
+            text(n, i as u64)
+        } else {
+            noise(n, i as u64)
+        };
+        let src = write(work.path(), &format!("b{i}"), &data);
+        let put = f.repo.put_file(&src).await.unwrap();
+        expected.push((
+            put.id,
+            data.len() as u64,
+            work.path().join(format!("b{i}.out")),
+        ));
+    }
+    let reads = expected
+        .iter()
+        .map(|(id, _, dest)| f.repo.get_to_file(id, dest));
+    // Readers that waited on each other forever would hang here: fail instead.
+    let sizes = tokio::time::timeout(
+        std::time::Duration::from_secs(300),
+        futures::future::join_all(reads),
+    )
+    .await
+    .expect("concurrent reads finished");
+    for ((id, size, dest), got) in expected.iter().zip(sizes) {
+        assert_eq!(got.unwrap(), *size, "{id}");
+        assert_eq!(tablesafe::store::hash_file(dest).unwrap().0, *id);
+    }
+}
+
 async fn multipart(kind: &str, strategy: PutStrategy) {
     let f = fixture(kind, |o| {
         o.part_size = 5 * MIB;

@@ -344,6 +344,18 @@ impl<R: Read> BlobReader<R> {
 
     /// The next frame and its payload, or `None` after a complete, consistent trailer.
     pub(crate) fn next_frame(&mut self) -> Result<Option<(FrameEntry, Vec<u8>)>, FormatError> {
+        let Some(entry) = self.next_header()? else {
+            return Ok(None);
+        };
+        let mut payload = Vec::new();
+        self.read_payload(entry, &mut payload)?;
+        Ok(Some((entry, payload)))
+    }
+
+    /// The next frame's header, or `None` after a complete, consistent trailer; the
+    /// caller then reads its payload with [`BlobReader::read_payload`] (into a buffer of
+    /// its choosing: see `frame_pool`).
+    pub(crate) fn next_header(&mut self) -> Result<Option<FrameEntry>, FormatError> {
         let mut kind = [0u8; 1];
         read_exact_or_truncated(&mut self.r, &mut kind)?;
         if kind[0] == KIND_END {
@@ -360,13 +372,23 @@ impl<R: Read> BlobReader<R> {
         let mut h = [0u8; FRAME_HEADER_LEN];
         h[0] = kind[0];
         read_exact_or_truncated(&mut self.r, &mut h[1..])?;
-        let entry = FrameEntry::parse(&h, self.frame_size)?;
-        let mut payload = vec![0u8; entry.stored_len as usize];
-        read_exact_or_truncated(&mut self.r, &mut payload)?;
+        FrameEntry::parse(&h, self.frame_size).map(Some)
+    }
+
+    /// Reads the payload of the frame whose header [`BlobReader::next_header`] just
+    /// returned into `payload`, resized to it (a reused buffer already long enough is
+    /// not zeroed first).
+    pub(crate) fn read_payload(
+        &mut self,
+        entry: FrameEntry,
+        payload: &mut Vec<u8>,
+    ) -> Result<(), FormatError> {
+        payload.resize(entry.stored_len as usize, 0);
+        read_exact_or_truncated(&mut self.r, payload)?;
         self.frames.push(entry);
         self.raw_size += u64::from(entry.raw_len);
         self.offset += (FRAME_HEADER_LEN + payload.len()) as u64;
-        Ok(Some((entry, payload)))
+        Ok(())
     }
 
     fn read_trailer(&mut self) -> Result<(), FormatError> {
@@ -524,29 +546,40 @@ pub(crate) fn decode_frame_into(
     match entry.kind {
         FrameKind::Raw => Ok(payload),
         FrameKind::Zstd => {
-            out.clear();
-            out.reserve_exact(entry.raw_len as usize);
-            let n = DECOMPRESSOR
-                .with(|cell| {
-                    let mut slot = cell.borrow_mut();
-                    if slot.is_none() {
-                        *slot = Some(zstd::bulk::Decompressor::new()?);
-                    }
-                    match slot.as_mut() {
-                        Some(d) => d.decompress_to_buffer(&payload, &mut out),
-                        None => Err(io::Error::other("zstd decompressor missing")),
-                    }
-                })
-                .map_err(|e| FormatError::Bad(format!("zstd frame does not decode: {e}")))?;
-            if n != entry.raw_len as usize {
-                return Err(FormatError::Bad(format!(
-                    "zstd frame decoded to {n} bytes, index says {}",
-                    entry.raw_len
-                )));
-            }
+            decompress_frame_into(entry, &payload, &mut out)?;
             Ok(out)
         }
     }
+}
+
+/// Decompresses a zstd frame's payload into `out` (cleared first; its spare capacity
+/// is written, not zeroed), checking the size the index gives.
+pub(crate) fn decompress_frame_into(
+    entry: FrameEntry,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), FormatError> {
+    out.clear();
+    out.reserve_exact(entry.raw_len as usize);
+    let n = DECOMPRESSOR
+        .with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.is_none() {
+                *slot = Some(zstd::bulk::Decompressor::new()?);
+            }
+            match slot.as_mut() {
+                Some(d) => d.decompress_to_buffer(payload, out),
+                None => Err(io::Error::other("zstd decompressor missing")),
+            }
+        })
+        .map_err(|e| FormatError::Bad(format!("zstd frame does not decode: {e}")))?;
+    if n != entry.raw_len as usize {
+        return Err(FormatError::Bad(format!(
+            "zstd frame decoded to {n} bytes, index says {}",
+            entry.raw_len
+        )));
+    }
+    Ok(())
 }
 
 /// Encodes a whole buffer as a blob, in memory and on the calling thread (small blobs,

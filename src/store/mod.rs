@@ -16,6 +16,7 @@
 //! - [`blob`]: the blob object format (frames, index, footer) and frame (de)compression.
 //! - [`write`]: `put_file`: hash, dedup, parallel compression, multipart upload.
 //! - [`read`]: `get_to_file`: download, parallel decompression, verified atomic placement.
+//! - [`frame_pool`]: the process-wide budget for frames being read, and their buffers.
 //! - [`pack`]: many small files in one blob: `put_pack`, and `get_from_pack` splitting it.
 //! - [`error`]: the typed [`StoreError`] and how backend errors are classified.
 //!
@@ -24,6 +25,7 @@
 
 pub mod blob;
 pub mod error;
+mod frame_pool;
 pub mod hash;
 pub mod options;
 pub mod pack;

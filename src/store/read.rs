@@ -7,7 +7,8 @@
 //!
 //! One GET streams the whole object; the decoder parses frame headers as the bytes
 //! arrive and decodes up to `threads + 2` frames at once, writing them in order. Memory
-//! is bounded by that window and the channel, whatever the blob size.
+//! is bounded by that window and the channel, whatever the blob size, and, however many
+//! blobs are read at once, by the process-wide frame budget of [`frame_pool`].
 //!
 //! [`get_to_file`] writes to `<dest>.partial`, fsyncs it, and renames it to `dest` only
 //! when the BLAKE3 of what was written equals the blob id; otherwise (or on any other
@@ -29,10 +30,11 @@ use object_store::{GetResultPayload, ObjectStoreExt};
 use tokio::sync::mpsc;
 
 use super::blob::{
-    BlobIndex, BlobReader, FOOTER_LEN, FormatError, FrameKind, HEADER_LEN, decode_frame_into,
-    decode_payload, parse_footer,
+    BlobIndex, BlobReader, FOOTER_LEN, FormatError, FrameEntry, FrameKind, HEADER_LEN,
+    decode_payload, decompress_frame_into, parse_footer,
 };
 use super::error::StoreError;
+use super::frame_pool;
 use super::hash::BlobId;
 use super::repo::{Repository, blob_key, join_err};
 
@@ -153,6 +155,27 @@ pub(crate) async fn read_blob_into<W: Write + Send + 'static>(
 /// Frames smaller than this are decoded on the calling thread when nothing is queued.
 const INLINE_DECODE: usize = 256 * 1024;
 
+type FrameResult = Result<Vec<u8>, FormatError>;
+
+/// A frame read and being decompressed, with its room in the process-wide budget.
+struct FrameInFlight {
+    decoded: std_mpsc::Receiver<FrameResult>,
+    _room: frame_pool::Reservation,
+}
+
+/// Decompresses a frame (a raw frame's payload is its bytes); the payload's buffer goes
+/// back to the pool.
+fn decode_pooled(entry: FrameEntry, payload: Vec<u8>, mut out: Vec<u8>) -> FrameResult {
+    match entry.kind {
+        FrameKind::Raw => Ok(payload),
+        FrameKind::Zstd => {
+            let decoded = decompress_frame_into(entry, &payload, &mut out);
+            frame_pool::recycle(payload);
+            decoded.map(|()| out)
+        }
+    }
+}
+
 fn decode_stream<R: Read, W: Write>(
     reader: R,
     mut writer: W,
@@ -160,44 +183,67 @@ fn decode_stream<R: Read, W: Write>(
     let mut blob = BlobReader::new(reader).map_err(DecodeFail::Format)?;
     let mut hasher = blake3::Hasher::new();
     let window = rayon::current_num_threads() + 2;
-    type FrameResult = Result<Vec<u8>, FormatError>;
-    let mut inflight: VecDeque<std_mpsc::Receiver<FrameResult>> = VecDeque::new();
+    let mut inflight: VecDeque<FrameInFlight> = VecDeque::new();
     let mut written = 0u64;
-    let mut emit = |rx: std_mpsc::Receiver<FrameResult>, writer: &mut W| {
-        let raw = rx
+    let mut emit = |frame: FrameInFlight, writer: &mut W| {
+        let raw = frame
+            .decoded
             .recv()
             .map_err(|_| DecodeFail::Internal("a decompression task died".into()))?
             .map_err(DecodeFail::Format)?;
         hasher.update(&raw);
         writer.write_all(&raw).map_err(DecodeFail::Write)?;
         written += raw.len() as u64;
+        frame_pool::recycle(raw);
         Ok::<(), DecodeFail>(())
     };
-    while let Some((entry, payload)) = blob.next_frame().map_err(DecodeFail::Format)? {
-        // Output buffers are allocated on this thread: see `blob::encode_frame_into`.
+    while let Some(entry) = blob.next_header().map_err(DecodeFail::Format)? {
+        let bytes = entry.stored_len as usize
+            + match entry.kind {
+                FrameKind::Zstd => entry.raw_len as usize,
+                FrameKind::Raw => 0,
+            };
+        // Room for this frame before its payload is read: while there is none, write out
+        // this blob's oldest frame (giving its room back); wait only holding nothing.
+        let room = loop {
+            if let Some(room) = frame_pool::try_reserve(bytes) {
+                break room;
+            }
+            match inflight.pop_front() {
+                Some(frame) => emit(frame, &mut writer)?,
+                None => break frame_pool::reserve(bytes),
+            }
+        };
+        let mut payload = frame_pool::buffer(entry.stored_len as usize);
+        blob.read_payload(entry, &mut payload)
+            .map_err(DecodeFail::Format)?;
+        // Output buffers are taken on this thread: see `blob::encode_frame_into`.
         let out = match entry.kind {
-            FrameKind::Zstd => Vec::with_capacity(entry.raw_len as usize),
+            FrameKind::Zstd => frame_pool::empty_buffer(entry.raw_len as usize),
             FrameKind::Raw => Vec::new(),
         };
         let (ftx, frx) = std_mpsc::sync_channel(1);
         if (entry.raw_len as usize) < INLINE_DECODE && inflight.is_empty() {
             // A small frame with nothing ahead of it (a small blob): decoding it here is
             // cheaper than waking a pool thread; small blobs download several at once.
-            let _ = ftx.send(decode_frame_into(entry, payload, out));
+            let _ = ftx.send(decode_pooled(entry, payload, out));
         } else {
             rayon::spawn(move || {
-                let _ = ftx.send(decode_frame_into(entry, payload, out));
+                let _ = ftx.send(decode_pooled(entry, payload, out));
             });
         }
-        inflight.push_back(frx);
+        inflight.push_back(FrameInFlight {
+            decoded: frx,
+            _room: room,
+        });
         while inflight.len() >= window {
-            if let Some(rx) = inflight.pop_front() {
-                emit(rx, &mut writer)?;
+            if let Some(frame) = inflight.pop_front() {
+                emit(frame, &mut writer)?;
             }
         }
     }
-    while let Some(rx) = inflight.pop_front() {
-        emit(rx, &mut writer)?;
+    while let Some(frame) = inflight.pop_front() {
+        emit(frame, &mut writer)?;
     }
     writer.flush().map_err(DecodeFail::Write)?;
     if written != blob.raw_size() {
