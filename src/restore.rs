@@ -9,7 +9,8 @@
 //! and only then renamed into place, so a final path never holds a byte that was not
 //! verified, even after a crash. The directories are fsynced once each at the end, which
 //! makes the renames durable before the restore reports success. Each file's mtime
-//! is set back to what the node had. Content is downloaded once: other files with the
+//! is set back to what the node had, on the `.partial` file before its fsync, so it is
+//! as durable as the bytes. Content is downloaded once: other files with the
 //! same bytes are hard-linked where Cassandra had hard links (`snapshots/`, `backups/`)
 //! and copied locally otherwise.
 //!
@@ -24,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::path::{Component as PathComponent, Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::{FutureExt, StreamExt};
 use serde::Serialize;
@@ -566,16 +567,19 @@ fn in_place(path: &Path, hash: &Hash32, size: u64) -> Result<Option<bool>, Resto
     }
 }
 
-fn set_mtime(path: &Path, mtime: Micros) -> std::io::Result<()> {
-    let time = if mtime >= 0 {
+fn system_time(mtime: Micros) -> SystemTime {
+    if mtime >= 0 {
         UNIX_EPOCH + Duration::from_micros(mtime as u64)
     } else {
         UNIX_EPOCH - Duration::from_micros(mtime.unsigned_abs())
-    };
+    }
+}
+
+fn set_mtime(path: &Path, mtime: Micros) -> std::io::Result<()> {
     fs::File::options()
         .write(true)
         .open(path)?
-        .set_modified(time)
+        .set_modified(system_time(mtime))
 }
 
 /// Restores every file of the plan.
@@ -754,11 +758,15 @@ async fn restore_blob(
     progress: &Progress,
 ) -> BlobResult {
     let mut out = BlobResult::default();
-    let Some((_, first_dest)) = targets.first() else {
+    let Some((first, first_dest)) = targets.first() else {
         return out;
     };
     let id = BlobId::from_bytes(hash);
-    if let Err(e) = repo.get_to_file_deferring_dir_sync(&id, first_dest).await {
+    let mtime = Some(system_time(first.version.mtime));
+    if let Err(e) = repo
+        .get_to_file_deferring_dir_sync(&id, first_dest, mtime)
+        .await
+    {
         for (f, _) in &targets {
             out.failed.push(failure(f, &hash, point, &e));
         }
@@ -782,13 +790,14 @@ async fn restore_pack(
     let extracts = members
         .iter()
         .filter_map(|(hash, targets)| {
-            let (_, dest) = targets.first()?;
+            let (first, dest) = targets.first()?;
             let at = packed.get(hash)?;
             Some(PackExtract {
                 id: BlobId::from_bytes(*hash),
                 offset: at.offset,
                 size: at.size,
                 dest: dest.clone(),
+                mtime: Some(system_time(first.version.mtime)),
             })
         })
         .collect();
@@ -814,8 +823,8 @@ async fn restore_pack(
     out
 }
 
-/// After the first file of `targets` was downloaded: sets its mtime, then hard-links or
-/// copies it to the others.
+/// After the first file of `targets` was downloaded (its mtime set before its fsync):
+/// hard-links or copies it to the others.
 fn place_others(
     hash: &Hash32,
     targets: &[(&PlannedFile, PathBuf)],
@@ -826,9 +835,6 @@ fn place_others(
     let Some(((first, first_dest), rest)) = targets.split_first() else {
         return;
     };
-    if let Err(e) = set_mtime(first_dest, first.version.mtime) {
-        out.failed.push(failure(first, hash, point, &e));
-    }
     out.downloaded += 1;
     progress.add_done(first.version.size);
     // Files placed so far with this content: (path, mtime, in snapshots/ or backups/).
@@ -883,6 +889,7 @@ pub async fn content_to_file(
         offset: at.offset,
         size: at.size,
         dest: dest.to_path_buf(),
+        mtime: None,
     };
     let pack = BlobId::from_bytes(at.pack);
     let (mut outcomes, failed) = repo.get_from_pack(&pack, vec![extract]).await;

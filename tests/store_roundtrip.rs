@@ -461,3 +461,61 @@ async fn list_all(repo: &Repository, concurrency: usize, kind: &str) -> Vec<Blob
     assert_eq!(shards.len(), 256, "{kind}: one entry per shard");
     shards.into_iter().flatten().collect()
 }
+
+/// Empty files in a pack: one sharing its offset with the next file, one at the very
+/// end of the pack's content. Each is split out as an empty file, and so are the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_files_in_a_pack_are_split_out_wherever_they_sit() {
+    use tablesafe::store::pack::{PackCandidate, PackExtract, Packing};
+    let f = fixture("file", |_| {}).await;
+    let work = tempfile::tempdir().unwrap();
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("a", text(1000, 1)),
+        ("empty-middle", Vec::new()),
+        ("b", noise(2000, 2)),
+        ("empty-end", Vec::new()),
+    ];
+    let candidates = files
+        .iter()
+        .map(|(name, data)| PackCandidate {
+            id: BlobId::of_bytes(data),
+            size: data.len() as u64,
+            paths: vec![write(work.path(), name, data)],
+        })
+        .collect();
+    let put = f.repo.put_pack(candidates).await.unwrap();
+    let offsets: Vec<u64> = put
+        .members
+        .iter()
+        .map(|m| match m {
+            Packing::Packed { offset } => *offset,
+            other => panic!("not packed: {other:?}"),
+        })
+        .collect();
+    // The layout this test is about.
+    assert_eq!(
+        offsets[1], offsets[2],
+        "empty file shares the next one's offset"
+    );
+    assert_eq!(offsets[3], put.size, "empty file at the end of the content");
+    // Extracts given in reverse, so the splitter's own order is what is tested.
+    let extracts = files
+        .iter()
+        .zip(&offsets)
+        .rev()
+        .map(|((name, data), &offset)| PackExtract {
+            id: BlobId::of_bytes(data),
+            offset,
+            size: data.len() as u64,
+            dest: work.path().join(format!("{name}.out")),
+            mtime: None,
+        })
+        .collect();
+    let (outcomes, failed) = f.repo.get_from_pack(&put.id.unwrap(), extracts).await;
+    assert!(failed.is_none(), "{failed:?}");
+    for (((name, data), outcome), _) in files.iter().rev().zip(outcomes).zip(&offsets) {
+        assert_eq!(outcome.unwrap().unwrap(), data.len() as u64, "{name}");
+        let back = std::fs::read(work.path().join(format!("{name}.out"))).unwrap();
+        assert!(back == *data, "{name}");
+    }
+}

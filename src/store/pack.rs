@@ -85,6 +85,8 @@ pub struct PackExtract {
     pub offset: u64,
     pub size: u64,
     pub dest: PathBuf,
+    /// Set on the file before its fsync, when given.
+    pub mtime: Option<std::time::SystemTime>,
 }
 
 impl Repository {
@@ -252,7 +254,9 @@ struct PackSplitter {
 impl PackSplitter {
     fn new(files: Vec<PackExtract>) -> PackSplitter {
         let mut indexed: Vec<(usize, PackExtract)> = files.into_iter().enumerate().collect();
-        indexed.sort_by_key(|(_, f)| f.offset);
+        // An empty file shares its offset with the file after it: it goes first, since
+        // it is complete before that file's first byte.
+        indexed.sort_by_key(|(_, f)| (f.offset, f.size));
         let order = indexed.iter().map(|(i, _)| *i).collect();
         let files: Vec<PackExtract> = indexed.into_iter().map(|(_, f)| f).collect();
         let outcomes = Arc::new(Mutex::new(files.iter().map(|_| None).collect()));
@@ -292,7 +296,7 @@ impl PackSplitter {
             let f = &self.files[i];
             let actual = BlobId::from_bytes(*hasher.finalize().as_bytes());
             let outcome = partial_path(&f.dest)
-                .and_then(|partial| place_verified(file, &partial, &f.dest, f.id, actual))
+                .and_then(|partial| place_verified(file, &partial, &f.dest, f.id, actual, f.mtime))
                 .map(|()| f.size);
             self.set(i, outcome);
         }
@@ -322,7 +326,8 @@ impl Write for PackSplitter {
     fn write(&mut self, mut buf: &[u8]) -> io::Result<usize> {
         let len = buf.len();
         loop {
-            // Start every file whose first byte is here (an empty one completes at once).
+            // Start every file whose first byte is here (an empty one completes at once;
+            // one at the very end of the content is started after the last byte).
             while self.current.is_none() && self.next < self.files.len() {
                 let f = &self.files[self.next];
                 if f.offset > self.pos {

@@ -23,6 +23,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use bytes::{Buf, Bytes};
 use futures::StreamExt;
@@ -267,20 +268,26 @@ pub(crate) fn partial_path(dest: &Path) -> Result<PathBuf, StoreError> {
     Ok(dest.with_file_name(partial))
 }
 
-/// fsyncs `partial` (written through `file`) and renames it to `dest` if its content
-/// hashed to `id`; removes it otherwise, so `dest` never holds an unverified byte.
+/// Sets `mtime` (when given) on `partial` (written through `file`), fsyncs it, and
+/// renames it to `dest` if its content hashed to `id`; removes it otherwise, so `dest`
+/// never holds an unverified byte. The mtime is set before the fsync so that it is as
+/// durable as the bytes.
 pub(crate) fn place_verified(
     file: File,
     partial: &Path,
     dest: &Path,
     id: BlobId,
     actual: BlobId,
+    mtime: Option<SystemTime>,
 ) -> Result<(), StoreError> {
     let write_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source: io::Error| StoreError::WriteFile { path, source }
     };
     let result = (|| {
+        if let Some(time) = mtime {
+            file.set_modified(time).map_err(write_err(partial))?;
+        }
         file.sync_all().map_err(write_err(partial))?;
         drop(file);
         if actual != id {
@@ -303,6 +310,7 @@ pub(crate) async fn get_to_file(
     id: &BlobId,
     dest: &Path,
     sync_dir: bool,
+    mtime: Option<SystemTime>,
 ) -> Result<u64, StoreError> {
     let partial = partial_path(dest)?;
     let write_err = |path: &Path| {
@@ -321,7 +329,7 @@ pub(crate) async fn get_to_file(
     let id = *id;
     let dest = dest.to_path_buf();
     tokio::task::spawn_blocking(move || {
-        place_verified(file, &partial, &dest, id, actual)?;
+        place_verified(file, &partial, &dest, id, actual, mtime)?;
         if !sync_dir {
             return Ok(());
         }

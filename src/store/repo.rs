@@ -349,20 +349,22 @@ impl Repository {
     /// `<dest>.partial`, fsyncs, checks the hash, then renames to `dest`. On any
     /// error `dest` is untouched and the `.partial` file removed. Returns the size.
     pub async fn get_to_file(&self, id: &BlobId, dest: &Path) -> Result<u64, StoreError> {
-        read::get_to_file(self, id, dest, true).await
+        read::get_to_file(self, id, dest, true, None).await
     }
 
     /// [`Repository::get_to_file`] without the fsync of `dest`'s directory: the file's
     /// bytes are durable before it is renamed into place (so a crash never leaves an
     /// unverified final file), but the rename itself is durable only once the caller
     /// fsyncs the directory, which it must do before reporting the file restored. A
-    /// restore of many files does that once per directory at the end.
+    /// restore of many files does that once per directory at the end. `mtime`, when
+    /// given, is set on the file before its fsync, so it is as durable as the bytes.
     pub async fn get_to_file_deferring_dir_sync(
         &self,
         id: &BlobId,
         dest: &Path,
+        mtime: Option<std::time::SystemTime>,
     ) -> Result<u64, StoreError> {
-        read::get_to_file(self, id, dest, false).await
+        read::get_to_file(self, id, dest, false, mtime).await
     }
 
     /// Downloads and decodes a blob, checking its hash, without writing it anywhere.
