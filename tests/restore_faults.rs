@@ -169,9 +169,15 @@ impl Env {
     }
 
     fn backup(&self) {
+        self.backup_with(&[]);
+    }
+
+    fn backup_with(&self, extra: &[&str]) {
         ok(self
             .cmd()
-            .args(["backup", "--init", "--data-dir"])
+            .args(["backup", "--init"])
+            .args(extra)
+            .arg("--data-dir")
             .arg(&self.data)
             .output()
             .unwrap());
@@ -367,6 +373,104 @@ fn missing_and_damaged_blobs_fail_only_their_files() {
     let mut others = expected.clone();
     others.remove(&victim2);
     assert_same_tree(&read_tree(&to), &others, "to");
+}
+
+/// Packs (`--pack-small-files`) as the catalog records them: pack hash → the content
+/// hashes it holds.
+fn packs(catalog: &Path) -> BTreeMap<String, Vec<String>> {
+    let db = rusqlite::Connection::open(catalog).unwrap();
+    let mut q = db.prepare("SELECT pack, hash FROM packed").unwrap();
+    let rows = q
+        .query_map([], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })
+        .unwrap();
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for row in rows {
+        let (pack, hash) = row.unwrap();
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        out.entry(hex(&pack)).or_default().push(hex(&hash));
+    }
+    out
+}
+
+/// A pack missing, then damaged: only the files it holds fail, each named; the others
+/// restore exactly; nothing unverified or half-written stays; once the pack is back,
+/// `--resume` completes the target.
+#[test]
+fn a_missing_or_damaged_pack_fails_only_the_files_it_holds() {
+    let env = Env::new();
+    let tables = small_node(&env);
+    env.backup_with(&["--pack-small-files"]);
+    let expected = expected_live(&env.data, &tables);
+    let at = now_text();
+    let packs = packs(&env.catalog);
+    // The pack holding the most of the expected files.
+    let held = |members: &[String]| -> Vec<String> {
+        expected
+            .iter()
+            .filter(|(_, (hash, _))| members.contains(hash))
+            .map(|(rel, _)| rel.clone())
+            .collect()
+    };
+    let (pack, members) = packs
+        .iter()
+        .max_by_key(|(_, m)| held(m).len())
+        .expect("the backup made packs");
+    let in_pack = held(members);
+    assert!(in_pack.len() >= 2, "{in_pack:?}");
+    let blob = env.repo.join("blobs").join(&pack[..2]).join(pack);
+    let saved = std::fs::read(&blob).unwrap();
+
+    // Missing.
+    std::fs::remove_file(&blob).unwrap();
+    let to = env.path("pack-missing");
+    let out = env.restore(&at, &to, &[]);
+    let line = one_line_error(&out);
+    assert!(
+        line.contains(&format!("{} of {} file(s)", in_pack.len(), expected.len())),
+        "{line}"
+    );
+    assert!(line.contains(pack.as_str()), "names the pack: {line}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for rel in &in_pack {
+        assert!(
+            stdout.contains(&format!("FAILED: {rel}")),
+            "{rel}: {stdout}"
+        );
+    }
+    assert!(partials(&to).is_empty());
+    let mut others = expected.clone();
+    others.retain(|rel, _| !in_pack.contains(rel));
+    assert_same_tree(&read_tree(&to), &others, "every file outside the pack");
+
+    std::fs::write(&blob, &saved).unwrap();
+    ok(env.restore(&at, &to, &["--resume"]));
+    assert_same_tree(&read_tree(&to), &expected, "resumed with the pack back");
+
+    // Damaged: a byte flipped in the middle of the pack.
+    let mut bytes = saved.clone();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&blob, &bytes).unwrap();
+    let to = env.path("pack-damaged");
+    let out = env.restore(&at, &to, &[]);
+    let line = one_line_error(&out);
+    assert!(line.contains("could not be restored"), "{line}");
+    let restored = read_tree(&to);
+    assert_nothing_wrong_in_place(&restored, &expected);
+    assert!(partials(&to).is_empty());
+    let failed: Vec<&String> = expected
+        .keys()
+        .filter(|rel| !restored.contains_key(*rel))
+        .collect();
+    assert!(!failed.is_empty(), "a damaged pack failed nothing");
+    for rel in &failed {
+        assert!(in_pack.contains(rel), "{rel} failed but is not in the pack");
+    }
+    std::fs::write(&blob, &saved).unwrap();
+    ok(env.restore(&at, &to, &["--resume"]));
+    assert_same_tree(&read_tree(&to), &expected, "resumed with the pack mended");
 }
 
 #[test]
