@@ -899,3 +899,57 @@ fn a_full_disk_fails_cleanly_and_resume_finishes() {
     assert_same_tree(&read_tree(&to), &expected, "to");
     assert!(partials(&to).is_empty());
 }
+
+/// The same with the files in one pack: the disk fills while the pack is split, the file
+/// being written fails and is removed, the ones already placed are whole, and `--resume`
+/// with more room finishes.
+#[test]
+fn a_full_disk_while_a_pack_is_split_fails_cleanly_and_resume_finishes() {
+    let env = Env::new();
+    let table = env.data.join("ks/packed-0123456789abcdef0123456789abcdef");
+    std::fs::create_dir_all(&table).unwrap();
+    // Three SSTables of small files: one pack of ~1.2 MiB, more than the target holds.
+    for generation in 1..=3 {
+        write_sstable(
+            &table,
+            generation,
+            &[
+                (
+                    "Data.db",
+                    random_bytes(400 * 1024, &format!("data {generation}")),
+                ),
+                (
+                    "Statistics.db",
+                    random_bytes(3000, &format!("stats {generation}")),
+                ),
+            ],
+        );
+    }
+    env.backup_with(&["--pack-small-files"]);
+    assert_eq!(packs(&env.catalog).len(), 1, "one pack");
+    let mut expected = Tree::new();
+    for entry in std::fs::read_dir(&table).unwrap() {
+        let path = entry.unwrap().path();
+        let rel = path.strip_prefix(&env.data).unwrap();
+        expected.insert(rel.to_string_lossy().into_owned(), file_entry(&path));
+    }
+    let at = now_text();
+
+    let Some(mount) = Tmpfs::mount(&env.path("small"), "1m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let to = mount.0.join("to");
+    let out = env.restore(&at, &to, &[]);
+    let line = one_line_error(&out);
+    assert!(line.contains("disk is full"), "{line}");
+    assert!(partials(&to).is_empty(), "left: {:?}", partials(&to));
+    let restored = read_tree(&to);
+    assert!(restored.len() < expected.len());
+    assert_nothing_wrong_in_place(&restored, &expected);
+
+    mount.resize("4m");
+    ok(env.restore(&at, &to, &["--resume"]));
+    assert_same_tree(&read_tree(&to), &expected, "to");
+    assert!(partials(&to).is_empty());
+}
