@@ -92,6 +92,17 @@ fn write_table(table_dir: &Path) {
 
 #[test]
 fn a_killed_restore_resumes_and_downloads_only_what_is_missing() {
+    killed_restore_resumes(false);
+}
+
+/// The same with every file in packs (all are under 1 MiB): the kill lands while packs
+/// are being split.
+#[test]
+fn a_killed_restore_of_packed_files_resumes_and_downloads_only_what_is_missing() {
+    killed_restore_resumes(true);
+}
+
+fn killed_restore_resumes(pack: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let table = data.join("ks/big-0123456789abcdef0123456789abcdef");
@@ -108,11 +119,19 @@ fn a_killed_restore_resumes_and_downloads_only_what_is_missing() {
         c
     };
     let out = cmd()
-        .args(["backup", "--init", "--data-dir"])
+        .args(["backup", "--init", "--json"])
+        .args(pack.then_some("--pack-small-files"))
+        .arg("--data-dir")
         .arg(&data)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        summary["packs_uploaded"].as_u64().unwrap() > 0,
+        pack,
+        "{summary}"
+    );
     let expected: Tree = read_tree(&data);
     let total = expected.len();
     assert!(total >= 250, "{total} files");
