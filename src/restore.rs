@@ -638,11 +638,14 @@ pub async fn execute(
     // its request's round trip, not bandwidth (see `inflight`).
     let budget = Budget::new(opts.parallel);
     // Small files come out of packs: one download for all the files of a pack.
-    let mut by_pack: HashMap<Hash32, Vec<Targets>> = HashMap::new();
+    let mut by_pack: HashMap<Hash32, Vec<(PackedAt, Targets)>> = HashMap::new();
     let mut singles = Vec::new();
     for (hash, targets) in by_hash {
         match plan.packed.get(&hash) {
-            Some(at) => by_pack.entry(at.pack).or_default().push((hash, targets)),
+            Some(at) => by_pack
+                .entry(at.pack)
+                .or_default()
+                .push((*at, (hash, targets))),
             None => singles.push((hash, targets)),
         }
     }
@@ -651,12 +654,9 @@ pub async fn execute(
         let point = point.clone();
         let budget = &budget;
         async move {
-            let size = members
-                .iter()
-                .map(|(_, t)| t.first().map_or(0, |(f, _)| f.version.size))
-                .sum();
+            let size = members.iter().map(|(at, _)| at.size).sum();
             let _room = budget.acquire(size).await;
-            restore_pack(repo, pack, members, &plan.packed, &point, &progress).await
+            restore_pack(repo, pack, members, &point, &progress).await
         }
         .boxed()
     });
@@ -776,35 +776,36 @@ async fn restore_blob(
     out
 }
 
-/// Downloads a pack once and places each of its files wanted here, then their links
-/// and copies.
+/// Downloads a pack once and places each of its files wanted here (where the pack
+/// holds it, and the files with that content), then their links and copies.
 async fn restore_pack(
     repo: &Repository,
     pack: Hash32,
-    members: Vec<Targets<'_>>,
-    packed: &HashMap<Hash32, PackedAt>,
+    members: Vec<(PackedAt, Targets<'_>)>,
     point: &str,
     progress: &Progress,
 ) -> BlobResult {
     let mut out = BlobResult::default();
-    let extracts = members
+    // Each extract beside the files it is for: outcomes come back in this order.
+    let (extracts, wanted): (Vec<PackExtract>, Vec<&Targets>) = members
         .iter()
-        .filter_map(|(hash, targets)| {
+        .filter_map(|(at, member)| {
+            let (hash, targets) = member;
             let (first, dest) = targets.first()?;
-            let at = packed.get(hash)?;
-            Some(PackExtract {
+            let extract = PackExtract {
                 id: BlobId::from_bytes(*hash),
                 offset: at.offset,
                 size: at.size,
                 dest: dest.clone(),
                 mtime: Some(system_time(first.version.mtime)),
-            })
+            };
+            Some((extract, member))
         })
-        .collect();
+        .unzip();
     let (outcomes, failed) = repo
         .get_from_pack(&BlobId::from_bytes(pack), extracts)
         .await;
-    for ((hash, targets), outcome) in members.iter().zip(outcomes) {
+    for ((hash, targets), outcome) in wanted.into_iter().zip(outcomes) {
         let error: Option<String> = match (&outcome, &failed) {
             (Some(Ok(_)), _) => None,
             (Some(Err(e)), _) => Some(explain(e)),
