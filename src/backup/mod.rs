@@ -598,14 +598,7 @@ async fn backup_data_dir(
                         record(open, f, id, recorder, &mut seen, summary);
                     }
                 }
-                Ok(None) => {
-                    for f in &files {
-                        summary.problems.push(format!(
-                            "{} vanished before it was uploaded",
-                            f.path.display()
-                        ));
-                    }
-                }
+                Ok(None) => vanished(&files, summary),
                 Err(e) => return Err(e.into()),
             },
             Uploaded::Pack(members, outcome) => {
@@ -626,14 +619,7 @@ async fn backup_data_dir(
                                 keep_open(open, &f.key, &mut seen, &mut unbacked);
                             }
                         }
-                        Packing::Vanished => {
-                            for f in files {
-                                summary.problems.push(format!(
-                                    "{} vanished before it was uploaded",
-                                    f.path.display()
-                                ));
-                            }
-                        }
+                        Packing::Vanished => vanished(files, summary),
                     }
                 }
                 if let Some(pack) = put.id {
@@ -670,6 +656,16 @@ async fn backup_data_dir(
         pinned,
         rescued,
     })
+}
+
+/// Files whose every path was gone when their content was to be uploaded.
+fn vanished(files: &[FoundFile], summary: &mut BackupSummary) {
+    for f in files {
+        summary.problems.push(format!(
+            "{} vanished before it was uploaded",
+            f.path.display()
+        ));
+    }
 }
 
 /// A finished upload: one file's blob, or a pack of small files.

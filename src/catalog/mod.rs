@@ -90,6 +90,11 @@ pub(crate) fn chosen_pack(hash: &str) -> String {
     )
 }
 
+/// SQL: the content `?1` has a blob object of its own that gc has not condemned (the
+/// test `has_blob` and `pack_location` share).
+const OWN_BLOB_KEPT: &str = "(EXISTS (SELECT 1 FROM blobs WHERE hash = ?1)
+     AND NOT EXISTS (SELECT 1 FROM condemned WHERE hash = ?1))";
+
 /// A file version as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FileVersion {
@@ -322,13 +327,13 @@ impl Catalog {
     /// it (a condemned blob may be deleted any time after its grace period, so a backup
     /// that needs it uploads it again).
     pub fn has_blob(&self, hash: &Hash32) -> Result<bool, CatalogError> {
+        let sql = format!(
+            "SELECT {OWN_BLOB_KEPT}
+                 OR EXISTS (SELECT 1 FROM packed p WHERE p.hash = ?1
+                            AND NOT EXISTS (SELECT 1 FROM condemned c WHERE c.hash = p.pack))"
+        );
         self.conn
-            .prepare_cached(
-                "SELECT (EXISTS (SELECT 1 FROM blobs WHERE hash = ?1)
-                         AND NOT EXISTS (SELECT 1 FROM condemned WHERE hash = ?1))
-                     OR EXISTS (SELECT 1 FROM packed p WHERE p.hash = ?1
-                                AND NOT EXISTS (SELECT 1 FROM condemned c WHERE c.hash = p.pack))",
-            )
+            .prepare_cached(&sql)
             .and_then(|mut stmt| stmt.query_row([hash.as_slice()], |r| r.get(0)))
             .map_err(self.err())
     }
@@ -339,8 +344,7 @@ impl Catalog {
     pub fn pack_location(&self, hash: &Hash32) -> Result<Option<PackedAt>, CatalogError> {
         let sql = format!(
             "SELECT pack, offset, size FROM packed WHERE hash = ?1 AND pack = ({})
-             AND NOT (EXISTS (SELECT 1 FROM blobs WHERE hash = ?1)
-                      AND NOT EXISTS (SELECT 1 FROM condemned WHERE hash = ?1))",
+             AND NOT {OWN_BLOB_KEPT}",
             chosen_pack("?1")
         );
         self.conn

@@ -29,7 +29,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use object_store::{PutMode, PutOptions, PutPayload};
 
 use super::blob::encode_to_vec;
 use super::error::StoreError;
@@ -107,21 +106,10 @@ impl Repository {
             });
         };
         let stored_size = encoded.len() as u64;
-        // The random prefix makes the key new; create-only guards against the impossible.
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        match self
-            .store()
-            .put_opts(&blob_key(&id), PutPayload::from(Bytes::from(encoded)), opts)
-            .await
-        {
-            Ok(_)
-            | Err(object_store::Error::AlreadyExists { .. })
-            | Err(object_store::Error::Precondition { .. }) => {}
-            Err(e) => return Err(self.classify(e)),
-        }
+        // The random prefix makes the key new; create-only guards against the impossible
+        // (an object already there holds these very bytes: the key is their hash).
+        self.create_object(&blob_key(&id), Bytes::from(encoded))
+            .await?;
         Ok(PackPut {
             id: Some(id),
             size,

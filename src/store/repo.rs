@@ -251,22 +251,8 @@ impl Repository {
         }
         let body = serde_json::to_vec_pretty(&repo.config)
             .map_err(|e| StoreError::Internal(format!("config serialisation: {e}")))?;
-        let put = repo
-            .store
-            .put_opts(
-                &key,
-                PutPayload::from(body),
-                PutOptions {
-                    mode: PutMode::Create,
-                    ..Default::default()
-                },
-            )
-            .await;
-        match put {
-            Ok(_) => {}
-            Err(object_store::Error::AlreadyExists { .. })
-            | Err(object_store::Error::Precondition { .. }) => return Err(repo.already()),
-            Err(e) => return Err(repo.classify(e)),
+        if !repo.create_object(&key, Bytes::from(body)).await? {
+            return Err(repo.already());
         }
         // Read back: on a store that ignored the condition, a concurrent init may have
         // overwritten ours, and then it is that one's repository, not ours.
@@ -434,13 +420,23 @@ impl Repository {
         if self.head_size(&path).await?.is_some() {
             return Ok(false);
         }
+        self.create_object(&path, bytes).await
+    }
+
+    /// A conditional create of `path` (`If-None-Match: *` on S3): true if it was
+    /// created, false if an object was already there.
+    pub(crate) async fn create_object(
+        &self,
+        path: &ObjectPath,
+        bytes: Bytes,
+    ) -> Result<bool, StoreError> {
         let opts = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
         };
         match self
             .store
-            .put_opts(&path, PutPayload::from(bytes), opts)
+            .put_opts(path, PutPayload::from(bytes), opts)
             .await
         {
             Ok(_) => Ok(true),
