@@ -122,6 +122,17 @@ pub(crate) fn reserve(bytes: usize) -> Reservation {
     Reservation { bytes }
 }
 
+/// The memory a frame buffer of `len` bytes takes: a pooled buffer is a whole default
+/// frame (once reused it holds as many resident pages as it ever filled). Frames are
+/// weighed in the budget by this, so many small frames cannot hold many large buffers.
+pub(crate) fn footprint(len: usize) -> usize {
+    if len < POOLED_MIN {
+        len
+    } else {
+        len.max(POOLED_CAPACITY)
+    }
+}
+
 /// A buffer of length `len` (contents unspecified: the caller overwrites them). A large
 /// one is reused when one is kept, so neither page faults nor zeroing are paid again.
 pub(crate) fn buffer(len: usize) -> Vec<u8> {
@@ -180,6 +191,17 @@ mod tests {
         drop(whole);
         let some = try_reserve(all / 2).expect("half the budget is free again");
         drop(some);
+    }
+
+    #[test]
+    fn a_frame_in_a_pooled_buffer_weighs_the_whole_buffer() {
+        assert_eq!(footprint(0), 0);
+        assert_eq!(footprint(POOLED_MIN - 1), POOLED_MIN - 1);
+        assert_eq!(footprint(POOLED_MIN), POOLED_CAPACITY);
+        assert_eq!(footprint(POOLED_CAPACITY + 1), POOLED_CAPACITY + 1);
+        // So the budget holds no more pooled buffers than its capacity in default frames.
+        let frames = POOL.capacity / (2 * footprint(POOLED_MIN));
+        assert_eq!(frames, 2 * rayon::current_num_threads().max(1) + 2);
     }
 
     #[test]

@@ -199,9 +199,9 @@ fn decode_stream<R: Read, W: Write>(
         Ok::<(), DecodeFail>(())
     };
     while let Some(entry) = blob.next_header().map_err(DecodeFail::Format)? {
-        let bytes = entry.stored_len as usize
+        let bytes = frame_pool::footprint(entry.stored_len as usize)
             + match entry.kind {
-                FrameKind::Zstd => entry.raw_len as usize,
+                FrameKind::Zstd => frame_pool::footprint(entry.raw_len as usize),
                 FrameKind::Raw => 0,
             };
         // Room for this frame before its payload is read: while there is none, write out
