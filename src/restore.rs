@@ -653,26 +653,28 @@ pub async fn execute(
         let progress = progress.clone();
         let point = point.clone();
         let budget = &budget;
-        async move {
-            let size = members.iter().map(|(at, _)| at.size).sum();
+        let size = members.iter().map(|(at, _)| at.size).sum();
+        let job = async move {
             let _room = budget.acquire(size).await;
             restore_pack(repo, pack, members, &point, &progress).await
         }
-        .boxed()
+        .boxed();
+        (size, job)
     });
     let single_jobs = singles.into_iter().map(|(hash, targets)| {
         let progress = progress.clone();
         let point = point.clone();
         let budget = &budget;
-        async move {
-            let size = targets.first().map_or(0, |(f, _)| f.version.size);
+        let size = targets.first().map_or(0, |(f, _)| f.version.size);
+        let job = async move {
             let _room = budget.acquire(size).await;
             restore_blob(repo, hash, targets, &point, &progress).await
         }
-        .boxed()
+        .boxed();
+        (size, job)
     });
-    let mut results = futures::stream::iter(pack_jobs.chain(single_jobs))
-        .buffer_unordered(budget.max_in_flight());
+    let jobs = schedule(single_jobs.collect(), pack_jobs.collect());
+    let mut results = futures::stream::iter(jobs).buffer_unordered(budget.max_in_flight());
     while let Some(result) = results.next().await {
         summary.downloaded += result.downloaded;
         summary.linked += result.linked;
@@ -687,6 +689,49 @@ pub async fn execute(
         .map_err(|e| RestoreError::Internal(e.to_string()))??;
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// The order downloads start in: the largest blobs first, so that no large one starts
+/// last and leaves one core writing it alone at the end, with the packs spread among
+/// them in proportion to their bytes. A pack is many small files, each created and
+/// fsynced in turn: its time goes to waiting on the disk, which the decompression of
+/// the large blobs beside it fills. (All packs first left a core idle for seconds.)
+fn schedule<T>(mut singles: Vec<(u64, T)>, mut packs: Vec<(u64, T)>) -> Vec<T> {
+    singles.sort_by_key(|(size, _)| std::cmp::Reverse(*size));
+    packs.sort_by_key(|(size, _)| std::cmp::Reverse(*size));
+    let singles_total: u64 = singles.iter().map(|(size, _)| size).sum::<u64>().max(1);
+    let packs_total: u64 = packs.iter().map(|(size, _)| size).sum::<u64>().max(1);
+    let (mut singles_started, mut packs_started) = (0u64, 0u64);
+    let mut order = Vec::with_capacity(singles.len() + packs.len());
+    let mut singles = singles.into_iter().peekable();
+    let mut packs = packs.into_iter().peekable();
+    loop {
+        // Whichever stream is behind in the share of its bytes started goes next
+        // (compared as singles_started/singles_total <= packs_started/packs_total).
+        let single_next = match (singles.peek(), packs.peek()) {
+            (None, None) => break,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(_), Some(_)) => {
+                u128::from(singles_started) * u128::from(packs_total)
+                    <= u128::from(packs_started) * u128::from(singles_total)
+            }
+        };
+        let next = if single_next {
+            singles.next()
+        } else {
+            packs.next()
+        };
+        if let Some((size, job)) = next {
+            if single_next {
+                singles_started += size;
+            } else {
+                packs_started += size;
+            }
+            order.push(job);
+        }
+    }
+    order
 }
 
 /// Every directory a restore wrote into or created, deepest first, and the target's
@@ -972,4 +1017,38 @@ pub fn next_steps(plan: &Plan, to: &Path, layout: Layout) -> Vec<String> {
 /// whose letters sort before every BIG version Cassandra 2.0+ wrote).
 fn importable(version: &str) -> bool {
     !("ja".."na").contains(&version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::schedule;
+
+    #[test]
+    fn the_largest_blobs_start_first_and_the_packs_are_spread_among_them() {
+        let singles: Vec<(u64, &str)> = vec![
+            (10, "s10"),
+            (400, "s400"),
+            (100, "s100"),
+            (300, "s300"),
+            (200, "s200"),
+        ];
+        let packs: Vec<(u64, &str)> = vec![(50, "p1"), (50, "p2"), (50, "p3")];
+        let order = schedule(singles, packs);
+        // Singles by size, largest first; a pack goes next while the singles started
+        // have a larger share of their bytes (400 of 1010, then 700) than the packs
+        // started have of theirs (50 of 150, then 100, then 150).
+        assert_eq!(
+            order,
+            ["s400", "p1", "p2", "s300", "p3", "s200", "s100", "s10"]
+        );
+    }
+
+    #[test]
+    fn either_kind_alone_keeps_every_job_largest_first() {
+        let only_packs = schedule(Vec::new(), vec![(1, 'a'), (3, 'b'), (2, 'c')]);
+        assert_eq!(only_packs, ['b', 'c', 'a']);
+        let only_singles = schedule(vec![(5, 'x'), (0, 'y'), (9, 'z')], Vec::new());
+        assert_eq!(only_singles, ['z', 'x', 'y']);
+        assert!(schedule::<u8>(Vec::new(), Vec::new()).is_empty());
+    }
 }
