@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use support::lifecycle::{
-    Expected, FixtureFormat, Gen, Node, Operation, TableDir, fixture_component,
+    Content, Expected, FixtureFormat, Gen, Node, Operation, TableDir, fixture_component,
 };
 use tablesafe::backup::filter::TableFilter;
 use tablesafe::backup::{self, BackupOptions, BackupSummary, PointMode, Progress};
@@ -796,5 +796,89 @@ async fn prune_incremental_deletes_backups_links_only_when_durable() {
         again.pruned + again.versions_ended + again.versions_started,
         0,
         "{again:?}"
+    );
+}
+
+/// Bytes of the object holding `path`'s content in the `file://` repository at `repo`.
+fn stored_size(repo: &Path, path: &Path) -> u64 {
+    let hex = blake3_hex(path);
+    let object = repo.join("blobs").join(&hex[..2]).join(&hex);
+    fs::metadata(&object)
+        .unwrap_or_else(|e| panic!("no blob for {}: {e}", path.display()))
+        .len()
+}
+
+/// The path of component `component` of the SSTable a flush of `table` just wrote.
+fn flushed(table: &mut TableDir, component: &str) -> PathBuf {
+    let flush = table.flush();
+    let generation = flush
+        .generation()
+        .cloned()
+        .expect("a flush has a generation");
+    flush.run().unwrap();
+    table.path().join(table.file_name(&generation, component))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_db_that_cassandra_compressed_is_stored_as_is_unless_the_repository_recompresses() {
+    let mut s = Setup::new().await;
+    // Data.db files mostly of text: zstd shrinks them many times over, so how each is
+    // stored shows what the backup decided, not what zstd could do.
+    let text = "order 1234 shipped to 42 Main Street, 3 items, paid by card\n".repeat(10_000);
+    // 4.0 `nb` with CompressionInfo.db (Cassandra compressed its Data.db); 2.0 `jb`
+    // with CRC.db (an uncompressed table).
+    let mut compressed_table = s.node.create_table("ks", "lz4", FixtureFormat::Nb);
+    compressed_table.set_content(Content::Distinct(text.clone()));
+    let compressed = flushed(&mut compressed_table, "Data.db");
+    let mut plain_table = s.node.create_table("ks", "plain", FixtureFormat::Jb);
+    plain_table.set_content(Content::Distinct(text));
+    let plain = flushed(&mut plain_table, "Data.db");
+    s.pass().await;
+
+    let size = |p: &Path| fs::metadata(p).unwrap().len();
+    let repo = s.root.join("repo");
+    assert!(
+        stored_size(&repo, &compressed) >= size(&compressed),
+        "Cassandra-compressed Data.db: stored as it is ({} bytes stored for {})",
+        stored_size(&repo, &compressed),
+        size(&compressed)
+    );
+    assert!(
+        stored_size(&repo, &plain) < size(&plain) / 4,
+        "uncompressed table's Data.db: zstd ({} bytes stored for {})",
+        stored_size(&repo, &plain),
+        size(&plain)
+    );
+    // Raw frames come back byte for byte.
+    let id = tablesafe::store::BlobId::of_bytes(&fs::read(&compressed).unwrap());
+    let back = s.root.join("back-Data.db");
+    s.repo.get_to_file(&id, &back).await.unwrap();
+    assert_eq!(fs::read(&back).unwrap(), fs::read(&compressed).unwrap());
+
+    // The same files into a repository created with `recompress`.
+    let mut store = StoreOptions::default();
+    store.compression.recompress = true;
+    let recompressing = Repository::init(
+        &format!("file://{}", s.root.join("repo2").display()),
+        &store,
+    )
+    .await
+    .unwrap();
+    assert!(recompressing.config().compression.recompress);
+    let mut catalog = Catalog::open(&s.root.join("catalog/n2.db")).unwrap();
+    backup::run(
+        &recompressing,
+        &mut catalog,
+        &s.opts("n1"),
+        Arc::new(Progress::default()),
+    )
+    .await
+    .unwrap();
+    let repo2 = s.root.join("repo2");
+    assert!(
+        stored_size(&repo2, &compressed) < size(&compressed) / 4,
+        "recompress: zstd for it too ({} bytes stored for {})",
+        stored_size(&repo2, &compressed),
+        size(&compressed)
     );
 }

@@ -436,3 +436,25 @@ fn snapshot_list_filters_by_time_and_show_suggests_names() {
     run.succeeds();
     assert!(run.stdout.contains("ks.t: 24 files"), "{}", run.stdout);
 }
+
+#[test]
+fn init_records_whether_cassandra_compressed_data_is_compressed_again() {
+    for (flags, recompress) in [(&[][..], false), (&["--recompress"][..], true)] {
+        let e = Env::new();
+        let run = e.ts(&[&["init"][..], flags].concat());
+        run.succeeds();
+        let said = if recompress {
+            "compressed again"
+        } else {
+            "stored as is"
+        };
+        assert!(run.stdout.contains(said), "{}", run.stdout);
+        let config: serde_json::Value =
+            serde_json::from_slice(&fs::read(e.root.join("repo/config")).unwrap()).unwrap();
+        assert_eq!(
+            config["compression"]["recompress"],
+            serde_json::Value::Bool(recompress),
+            "{config}"
+        );
+    }
+}

@@ -9,7 +9,9 @@ use std::path::Path;
 use bytes::Bytes;
 use s3support::S3Server;
 use s3support::data::{noise, text};
-use tablesafe::store::{BlobId, BlobObject, PutStrategy, Repository, StoreOptions, blob_key};
+use tablesafe::store::{
+    BlobId, BlobObject, Content, PutStrategy, Repository, StoreOptions, blob_key,
+};
 
 const MIB: usize = 1024 * 1024;
 const FRAME: usize = 4 * MIB; // the default frame size
@@ -124,6 +126,54 @@ async fn compressible_data_shrinks_and_noise_costs_almost_nothing() {
     let r = f.repo.put_file(&n).await.unwrap();
     // raw frames: 16 header + 2 x 9 frame headers + 1 + 2 x 9 index + 32 footer
     assert_eq!(r.stored_size, r.size + 16 + 18 + 1 + 18 + 32, "{r:?}");
+}
+
+/// Content its writer already compressed is stored raw (and read back whole) unless the
+/// repository was created with `recompress`, which the config records; a config written
+/// before the setting existed reads as "store it as it is".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn already_compressed_content_is_stored_as_is_unless_the_repository_recompresses() {
+    // Text, so that zstd would shrink it a lot: only the policy keeps it raw.
+    let data = text(2 * FRAME + 100, 4);
+    let raw_stored = data.len() as u64 + 16 + 3 * 9 + 1 + 3 * 9 + 32;
+    for kind in ["memory", "file", "s3"] {
+        let f = fixture(kind, |_| {}).await;
+        assert!(!f.repo.config().compression.recompress);
+        let work = tempfile::tempdir().unwrap();
+        let p = write(work.path(), "data", &data);
+        let put = f.repo.put_file_as(&p, Content::Compressed).await.unwrap();
+        assert_eq!(put.id, BlobId::of_bytes(&data));
+        assert_eq!(put.stored_size, raw_stored, "{kind}: raw frames");
+        let dest = work.path().join("back");
+        f.repo.get_to_file(&put.id, &dest).await.unwrap();
+        assert!(std::fs::read(&dest).unwrap() == data, "{kind}");
+        // The same bytes as plain content: zstd.
+        let p2 = write(work.path(), "plain", &[&data[..], b"!"].concat());
+        let plain = f.repo.put_file_as(&p2, Content::Plain).await.unwrap();
+        assert!(plain.stored_size < plain.size / 2, "{kind}: {plain:?}");
+
+        let g = fixture(kind, |o| o.compression.recompress = true).await;
+        let again = Repository::open(&g.url, &g.opts).await.unwrap();
+        assert!(again.config().compression.recompress, "{kind}");
+        let put = again.put_file_as(&p, Content::Compressed).await.unwrap();
+        assert!(put.stored_size < put.size / 2, "{kind}: {put:?}");
+    }
+    // A config from before `recompress` existed.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(
+        root.join("config"),
+        r#"{"format":1,"id":"0b6f4d5e-8c1a-4b0e-9a57-2f1d3c4b5a69","created":"2026-01-02T03:04:05Z","hash":"blake3","compression":{"algorithm":"zstd","level":1,"frame_size":4194304}}"#,
+    )
+    .unwrap();
+    let old = Repository::open(
+        &format!("file://{}", root.display()),
+        &StoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(!old.config().compression.recompress);
 }
 
 /// More large blobs read at once than the process-wide frame budget has room for (it

@@ -35,7 +35,7 @@ use crate::catalog::{Catalog, CatalogError, Change, FileKey, Hash32, OpenVersion
 use crate::inflight::Budget;
 pub use crate::progress::Progress;
 use crate::store::pack::{PACK_MEMBER_MAX, PACK_TARGET, PackCandidate, PackPut, Packing};
-use crate::store::{BlobId, Repository, StoreError, hash_file};
+use crate::store::{BlobId, Content, Repository, StoreError, hash_file};
 use crate::timespec::{self, Micros};
 use filter::TableFilter;
 use pin::Pins;
@@ -349,7 +349,7 @@ struct Recorded {
     unbacked: HashSet<FileKey>,
     pinned: Vec<Pinned>,
     /// Condemned blobs uploaded again, and the files they were read from.
-    rescued: Vec<(Hash32, Vec<FoundFile>)>,
+    rescued: Vec<(Hash32, Vec<FoundFile>, Content)>,
 }
 
 /// Backs up one scanned data directory.
@@ -537,12 +537,21 @@ async fn backup_data_dir(
     // `parallel` large blobs at once, many more small ones (see `inflight`).
     let budget = Budget::new(parallel);
     let budget = &budget;
+    let compressed = compressed_by_cassandra(scan);
+    let content_of = |files: &[FoundFile]| {
+        if files.iter().any(|f| compressed.contains(&f.key)) {
+            Content::Compressed
+        } else {
+            Content::Plain
+        }
+    };
     let single_jobs = singles.into_iter().map(|(id, files, again)| {
+        let content = content_of(&files);
         async move {
             let _room = budget
                 .acquire(files.first().map_or(0, FoundFile::size))
                 .await;
-            let outcome = upload_one(repo, &files, again).await;
+            let outcome = upload_one(repo, &files, content, again).await;
             Uploaded::Single(id, files, again, outcome)
         }
         .boxed()
@@ -580,7 +589,7 @@ async fn backup_data_dir(
                     }
                     if again {
                         summary.blobs_rescued += 1;
-                        rescued.push((id, files.clone()));
+                        rescued.push((id, files.clone(), content_of(&files)));
                     }
                     if put.uploaded {
                         summary.blobs_uploaded += 1;
@@ -791,15 +800,15 @@ fn record(
 /// read the logs before the record) may have deleted it since. Upload it once more.
 async fn recheck_rescued(
     repo: &Repository,
-    rescued: &[(Hash32, Vec<FoundFile>)],
+    rescued: &[(Hash32, Vec<FoundFile>, Content)],
     summary: &mut BackupSummary,
 ) -> Result<(), BackupError> {
-    for (id, files) in rescued {
+    for (id, files, content) in rescued {
         if repo.exists(&crate::store::BlobId::from_bytes(*id)).await? {
             continue;
         }
         tracing::warn!(blob = %hex::encode(id), "a rescued blob was deleted by a concurrent gc; uploading it again");
-        if upload_one(repo, files, true).await?.is_none() {
+        if upload_one(repo, files, *content, true).await?.is_none() {
             summary.problems.push(format!(
                 "blob {} was deleted by a concurrent gc and its files are gone: the versions that need it cannot be restored",
                 hex::encode(id)
@@ -809,18 +818,31 @@ async fn recheck_rescued(
     Ok(())
 }
 
+/// The `Data.db` files of the SSTables Cassandra compressed (those with a
+/// `CompressionInfo.db`): zstd gains little on them for much CPU, on the way in and on
+/// every restore, so they are stored as they are (see `store::blob`).
+fn compressed_by_cassandra(scan: &DataDirScan) -> HashSet<&FileKey> {
+    scan.sstables
+        .iter()
+        .filter(|s| s.file(&Component::CompressionInfo).is_some())
+        .filter_map(|s| s.file(&Component::Data))
+        .map(|f| &f.key)
+        .collect()
+}
+
 /// Uploads one blob from the first of its files that still exists; `again` uploads
 /// even over an existing object (a condemned blob being rescued).
 async fn upload_one(
     repo: &Repository,
     files: &[FoundFile],
+    content: Content,
     again: bool,
 ) -> Result<Option<crate::store::PutOutcome>, StoreError> {
     for f in files {
         let put = if again {
-            repo.put_file_again(&f.path).await
+            repo.put_file_again(&f.path, content).await
         } else {
-            repo.put_file(&f.path).await
+            repo.put_file_as(&f.path, content).await
         };
         match put {
             Ok(put) => return Ok(Some(put)),

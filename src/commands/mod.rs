@@ -167,7 +167,7 @@ impl Settings {
 pub fn run(command: Command, settings: &Settings) -> Result<ExitCode, Failure> {
     match command {
         Command::Inspect(args) => inspect::run(&args, settings),
-        Command::Init => init::run(settings),
+        Command::Init(args) => init::run(settings, &args),
         Command::Backup(args) => backup::run(&args, None, settings),
         Command::Snapshot(SnapshotCommand::Create(args)) => {
             backup::run(&args.backup, Some(args.name), settings)

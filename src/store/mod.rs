@@ -37,7 +37,7 @@ mod write;
 pub use error::StoreError;
 pub use hash::{BlobId, hash_file};
 pub use options::{
-    CompressionOptions, PutStrategy, RetryOptions, S3Options, Secret, Sse, StoreOptions,
+    CompressionOptions, Content, PutStrategy, RetryOptions, S3Options, Secret, Sse, StoreOptions,
 };
 pub use repo::{
     BlobObject, CONFIG_KEY, CompressionConfig, PutOutcome, REPO_FORMAT_VERSION, RepoConfig,

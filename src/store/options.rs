@@ -146,6 +146,21 @@ pub struct CompressionOptions {
     pub level: i32,
     /// Uncompressed bytes per independent frame (64 KiB ..= 64 MiB; default 4 MiB).
     pub frame_size: u32,
+    /// Compress [`Content::Compressed`] files with zstd too, instead of storing them as
+    /// they are (see `blob.rs`).
+    pub recompress: bool,
+}
+
+/// What a file holds, as far as compressing it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Content {
+    /// Anything: compressed with zstd where that pays.
+    #[default]
+    Plain,
+    /// Already compressed by the program that wrote it: the `Data.db` of a table
+    /// Cassandra compresses (it has a `CompressionInfo.db`). Stored as it is, unless the
+    /// repository was created with `recompress`.
+    Compressed,
 }
 
 impl Default for CompressionOptions {
@@ -153,6 +168,7 @@ impl Default for CompressionOptions {
         CompressionOptions {
             level: super::blob::DEFAULT_LEVEL,
             frame_size: super::blob::DEFAULT_FRAME_SIZE,
+            recompress: false,
         }
     }
 }

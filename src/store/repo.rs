@@ -4,7 +4,7 @@
 //!
 //! ```json
 //! {"format":1,"id":"7f0c…","created":"2026-01-02T03:04:05Z","hash":"blake3",
-//!  "compression":{"algorithm":"zstd","level":1,"frame_size":4194304}}
+//!  "compression":{"algorithm":"zstd","level":1,"frame_size":4194304,"recompress":false}}
 //! ```
 //!
 //! `init` HEADs `config` first and then writes it with a conditional create
@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::blob::{BlobIndex, MAX_FRAME_SIZE, MIN_FRAME_SIZE};
 use super::error::{Ctx, StoreError, classify};
 use super::hash::BlobId;
-use super::options::StoreOptions;
+use super::options::{Content, StoreOptions};
 use super::url::{RepoUrl, build_store, endpoint_of};
 use super::{read, write};
 
@@ -47,6 +47,10 @@ pub struct CompressionConfig {
     pub level: i32,
     /// Raw bytes per frame for new blobs.
     pub frame_size: u32,
+    /// zstd-compress content its writer already compressed (Cassandra's compressed
+    /// `Data.db`) too. Absent in repositories made before it existed: false.
+    #[serde(default)]
+    pub recompress: bool,
 }
 
 /// The contents of `<repo>/config`.
@@ -74,6 +78,7 @@ impl RepoConfig {
                 algorithm: "zstd".into(),
                 level: opts.compression.level,
                 frame_size: opts.compression.frame_size,
+                recompress: opts.compression.recompress,
             },
         }
     }
@@ -328,7 +333,17 @@ impl Repository {
     /// Stores a file as a blob (unless it is there already) and returns its id. The
     /// blob is complete and durable in the store when this returns.
     pub async fn put_file(&self, path: &Path) -> Result<PutOutcome, StoreError> {
-        write::put_file(self, path).await
+        write::put_file(self, path, Content::Plain).await
+    }
+
+    /// [`put_file`](Self::put_file) for a file holding `content`: one already
+    /// compressed is stored as it is, unless the repository says `recompress`.
+    pub async fn put_file_as(
+        &self,
+        path: &Path,
+        content: Content,
+    ) -> Result<PutOutcome, StoreError> {
+        write::put_file(self, path, content).await
     }
 
     /// Restores a blob to `dest`: downloads, decompresses and hashes it into
@@ -640,8 +655,12 @@ impl Repository {
     /// Uploads a file to its blob key even if an object is there already. A backup
     /// that needs a condemned blob again does this: the fresh last-modified time tells
     /// gc the blob is wanted, whatever the catalogs say at that moment.
-    pub async fn put_file_again(&self, path: &Path) -> Result<PutOutcome, StoreError> {
-        write::put_file_again(self, path).await
+    pub async fn put_file_again(
+        &self,
+        path: &Path,
+        content: Content,
+    ) -> Result<PutOutcome, StoreError> {
+        write::put_file_again(self, path, content).await
     }
 
     pub(crate) async fn head_size(&self, key: &ObjectPath) -> Result<Option<u64>, StoreError> {

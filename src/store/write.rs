@@ -49,10 +49,12 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 use tokio::sync::mpsc;
 
-use super::blob::{EncodedFrame, FrameEntry, encode_frame_into, encode_header, encode_trailer};
+use super::blob::{
+    EncodedFrame, FrameEntry, encode_frame_into, encode_header, encode_trailer, raw_frame,
+};
 use super::error::StoreError;
 use super::hash::{BlobId, hash_file};
-use super::options::PutStrategy;
+use super::options::{Content, PutStrategy};
 use super::repo::{PutOutcome, Repository, blob_key, join_err};
 
 /// Most parts a multipart upload may have here (S3 allows 10,000).
@@ -60,14 +62,22 @@ const MAX_PARTS: u64 = 9_000;
 /// S3's smallest part size (except the last part).
 const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 
-pub(crate) async fn put_file(repo: &Repository, path: &Path) -> Result<PutOutcome, StoreError> {
+pub(crate) async fn put_file(
+    repo: &Repository,
+    path: &Path,
+    content: Content,
+) -> Result<PutOutcome, StoreError> {
     match repo.options().strategy {
-        PutStrategy::HashFirst => put_hash_first(repo, path).await,
-        PutStrategy::Staging => put_staging(repo, path).await,
+        PutStrategy::HashFirst => put_hash_first(repo, path, content).await,
+        PutStrategy::Staging => put_staging(repo, path, content).await,
     }
 }
 
-async fn put_hash_first(repo: &Repository, path: &Path) -> Result<PutOutcome, StoreError> {
+async fn put_hash_first(
+    repo: &Repository,
+    path: &Path,
+    content: Content,
+) -> Result<PutOutcome, StoreError> {
     let p = path.to_path_buf();
     let (id, size) = tokio::task::spawn_blocking(move || hash_file(&p))
         .await
@@ -85,7 +95,7 @@ async fn put_hash_first(repo: &Repository, path: &Path) -> Result<PutOutcome, St
             uploaded: false,
         });
     }
-    let up = upload_encoded(repo, &key, path, Some(id), create_only).await?;
+    let up = upload_encoded(repo, &key, path, content, Some(id), create_only).await?;
     if up.already_there {
         let stored_size = repo.head_size(&key).await?.unwrap_or(up.stored_size);
         return Ok(PutOutcome {
@@ -107,12 +117,13 @@ async fn put_hash_first(repo: &Repository, path: &Path) -> Result<PutOutcome, St
 pub(crate) async fn put_file_again(
     repo: &Repository,
     path: &Path,
+    content: Content,
 ) -> Result<PutOutcome, StoreError> {
     let p = path.to_path_buf();
     let (id, _) = tokio::task::spawn_blocking(move || hash_file(&p))
         .await
         .map_err(join_err)??;
-    let up = upload_encoded(repo, &blob_key(&id), path, Some(id), false).await?;
+    let up = upload_encoded(repo, &blob_key(&id), path, content, Some(id), false).await?;
     Ok(PutOutcome {
         id,
         size: up.raw_size,
@@ -124,9 +135,13 @@ pub(crate) async fn put_file_again(
 /// Files smaller than this go to a remote store with one conditional PUT, no HEAD first.
 const SMALL_BLOB: u64 = 1024 * 1024;
 
-async fn put_staging(repo: &Repository, path: &Path) -> Result<PutOutcome, StoreError> {
+async fn put_staging(
+    repo: &Repository,
+    path: &Path,
+    content: Content,
+) -> Result<PutOutcome, StoreError> {
     let staging = ObjectPath::from(format!("staging/{}", uuid::Uuid::new_v4()));
-    let up = upload_encoded(repo, &staging, path, None, false).await?;
+    let up = upload_encoded(repo, &staging, path, content, None, false).await?;
     let key = blob_key(&up.id);
     let moved = async {
         if repo.head_size(&key).await?.is_some() {
@@ -174,7 +189,8 @@ fn part_size_for(configured: usize, file_len: u64) -> usize {
     configured.max(MIN_PART_SIZE).max(needed)
 }
 
-/// Encodes `path` and uploads it to `key`. With `expected`, the upload is abandoned
+/// Encodes `path` (as `content` says) and uploads it to `key`. With `expected`, the
+/// upload is abandoned
 /// (nothing appears at `key`) if the bytes read do not hash to it. With `create_only`,
 /// a blob sent in one PUT is sent as a conditional create, and an object already at
 /// `key` is left as it is (`already_there`); a multipart upload ignores it.
@@ -182,11 +198,17 @@ async fn upload_encoded(
     repo: &Repository,
     key: &ObjectPath,
     path: &Path,
+    content: Content,
     expected: Option<BlobId>,
     create_only: bool,
 ) -> Result<Uploaded, StoreError> {
     let opts = repo.options();
-    let level = repo.config().compression.level;
+    let compression = &repo.config().compression;
+    // None: every frame stored raw.
+    let level = match content {
+        Content::Compressed if !compression.recompress => None,
+        _ => Some(compression.level),
+    };
     let frame_size = repo.config().compression.frame_size;
     let file_len = std::fs::metadata(path)
         .map_err(|source| StoreError::ReadFile {
@@ -320,11 +342,12 @@ impl Emitter {
     }
 }
 
-/// The blocking half of the pipeline: reads, hashes, hands frames to rayon, and sends
-/// the encoded blob down `tx` in order. Returns (hash, raw size, stored size).
+/// The blocking half of the pipeline: reads, hashes, hands frames to rayon (zstd at
+/// `level`; with none, each frame is sent raw from here), and sends the encoded blob
+/// down `tx` in order. Returns (hash, raw size, stored size).
 fn encode_file(
     path: &PathBuf,
-    level: i32,
+    level: Option<i32>,
     frame_size: u32,
     expected_len: u64,
     tx: mpsc::Sender<Bytes>,
@@ -360,6 +383,13 @@ fn encode_file(
         }
         hasher.update(&buf);
         raw_size += n as u64;
+        let Some(level) = level else {
+            out.frame(raw_frame(buf))?;
+            if n < frame_size as usize {
+                break;
+            }
+            continue;
+        };
         // Allocated here, on the reader thread: see `blob::encode_frame_into`.
         let out_buf = Vec::with_capacity(n);
         let (ftx, frx) = std_mpsc::sync_channel(1);
