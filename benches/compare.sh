@@ -101,8 +101,9 @@ server_cpu() { # seconds of CPU the S3 server has used so far
 measure() {
   local tool=$1 backend=$2 step=$3 stored=$4
   shift 5
-  local tf="$work/time.out" before after
+  local tf="$work/time.out" before after waits
   before=$(server_cpu)
+  waits=$(machine_waits)
   if ! /usr/bin/time -f '%e %U %S %M' -o "$tf" "$@" >"$work/last.out" 2>"$work/last.err"; then
     echo "FAILED: $tool $backend $step: $*" >&2
     cat "$work/last.err" >&2
@@ -119,7 +120,16 @@ measure() {
   [ "$backend" = s3 ] && srv=$(echo "$after - $before" | bc -l)
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$backend" "$step" "$wall" \
     "$(echo "$user + $sys" | bc -l)" "$rss" "$size" "$srv" "$objects" >>"$results"
-  log "$tool $backend $step: ${wall}s wall, $(echo "$user + $sys" | bc -l)s CPU, $((rss / 1024)) MiB"
+  log "$tool $backend $step: ${wall}s wall, $(echo "$user + $sys" | bc -l)s CPU, $((rss / 1024)) MiB;" \
+    "machine: $(waits_since "$waits")"
+}
+
+# The machine's iowait and steal (the hypervisor running someone else) so far, in
+# seconds summed over the cores: a step whose wall time is far above its CPU time/cores
+# was waiting on one or the other.
+machine_waits() { awk -v hz="$(getconf CLK_TCK)" '/^cpu /{print $6 / hz, $9 / hz}' /proc/stat; }
+waits_since() {
+  echo "$1 $(machine_waits)" | awk '{printf "iowait %.1fs, steal %.1fs", $3 - $1, $4 - $2}'
 }
 
 log "baseline over $files files, $bytes bytes"
