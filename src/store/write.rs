@@ -190,10 +190,10 @@ fn part_size_for(configured: usize, file_len: u64) -> usize {
 }
 
 /// Encodes `path` (as `content` says) and uploads it to `key`. With `expected`, the
-/// upload is abandoned
-/// (nothing appears at `key`) if the bytes read do not hash to it. With `create_only`,
-/// a blob sent in one PUT is sent as a conditional create, and an object already at
-/// `key` is left as it is (`already_there`); a multipart upload ignores it.
+/// upload is abandoned (nothing appears at `key`) if the bytes read do not hash to it.
+/// With `create_only`, a blob sent in one PUT is sent as a conditional create, and an
+/// object already at `key` is left as it is (`already_there`); a multipart upload
+/// ignores it.
 async fn upload_encoded(
     repo: &Repository,
     key: &ObjectPath,
@@ -209,7 +209,7 @@ async fn upload_encoded(
         Content::Compressed if !compression.recompress => None,
         _ => Some(compression.level),
     };
-    let frame_size = repo.config().compression.frame_size;
+    let frame_size = compression.frame_size;
     let file_len = std::fs::metadata(path)
         .map_err(|source| StoreError::ReadFile {
             path: path.to_path_buf(),
