@@ -717,17 +717,13 @@ fn schedule<T>(mut singles: Vec<(u64, T)>, mut packs: Vec<(u64, T)>) -> Vec<T> {
                     <= u128::from(packs_started) * u128::from(singles_total)
             }
         };
-        let next = if single_next {
-            singles.next()
+        let (started, next) = if single_next {
+            (&mut singles_started, singles.next())
         } else {
-            packs.next()
+            (&mut packs_started, packs.next())
         };
         if let Some((size, job)) = next {
-            if single_next {
-                singles_started += size;
-            } else {
-                packs_started += size;
-            }
+            *started += size;
             order.push(job);
         }
     }

@@ -224,9 +224,11 @@ fn decode_stream<R: Read, W: Write>(
             FrameKind::Raw => Vec::new(),
         };
         let (ftx, frx) = std_mpsc::sync_channel(1);
-        if (entry.raw_len as usize) < INLINE_DECODE && inflight.is_empty() {
-            // A small frame with nothing ahead of it (a small blob): decoding it here is
-            // cheaper than waking a pool thread; small blobs download several at once.
+        let small_and_first = (entry.raw_len as usize) < INLINE_DECODE && inflight.is_empty();
+        if entry.kind == FrameKind::Raw || small_and_first {
+            // A raw frame needs no decoding. A small frame with nothing ahead of it (a
+            // small blob): decoding it here is cheaper than waking a pool thread; small
+            // blobs download several at once.
             let _ = ftx.send(decode_pooled(entry, payload, out));
         } else {
             rayon::spawn(move || {
