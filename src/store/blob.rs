@@ -64,7 +64,8 @@
 //! 2.0-2.5 s stored raw). So the backup marks the `Data.db` of an SSTable that has a
 //! `CompressionInfo.db` as [`Content::Compressed`](super::options::Content), and its
 //! frames are stored raw without trying zstd, as Medusa and tablesnap store SSTables.
-//! Every other component goes through zstd as above. A repository created with
+//! Every other component goes through zstd as above, and so does a pack (`pack.rs`),
+//! whatever its small files are. A repository created with
 //! `recompress` (`tablesafe init --recompress`) compresses them too, for the smallest
 //! repository.
 
