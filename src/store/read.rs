@@ -270,6 +270,12 @@ pub(crate) fn partial_path(dest: &Path) -> Result<PathBuf, StoreError> {
     Ok(dest.with_file_name(partial))
 }
 
+/// Maps an I/O error writing `path` to [`StoreError::WriteFile`].
+pub(crate) fn write_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |source| StoreError::WriteFile { path, source }
+}
+
 /// Sets `mtime` (when given) on `partial` (written through `file`), fsyncs it, and
 /// renames it to `dest` if its content hashed to `id`; removes it otherwise, so `dest`
 /// never holds an unverified byte. The mtime is set before the fsync so that it is as
@@ -282,10 +288,6 @@ pub(crate) fn place_verified(
     actual: BlobId,
     mtime: Option<SystemTime>,
 ) -> Result<(), StoreError> {
-    let write_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source: io::Error| StoreError::WriteFile { path, source }
-    };
     let result = (|| {
         if let Some(time) = mtime {
             file.set_modified(time).map_err(write_err(partial))?;
@@ -315,10 +317,6 @@ pub(crate) async fn get_to_file(
     mtime: Option<SystemTime>,
 ) -> Result<u64, StoreError> {
     let partial = partial_path(dest)?;
-    let write_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source: io::Error| StoreError::WriteFile { path, source }
-    };
     let file = File::create(&partial).map_err(write_err(&partial))?;
     let result = read_blob_into(repo, id, file, Some(&partial)).await;
     let (file, actual, size) = match result {
