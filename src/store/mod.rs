@@ -17,6 +17,7 @@
 //! - [`write`]: `put_file`: hash, dedup, parallel compression, multipart upload.
 //! - [`read`]: `get_to_file`: download, parallel decompression, verified atomic placement.
 //! - [`frame_pool`]: the process-wide budget for frames being read, and their buffers.
+//! - [`writeback`]: a restored file's disk writes started while it is written.
 //! - [`pack`]: many small files in one blob: `put_pack`, and `get_from_pack` splitting it.
 //! - [`error`]: the typed [`StoreError`] and how backend errors are classified.
 //!
@@ -33,6 +34,7 @@ mod read;
 pub mod repo;
 pub mod url;
 mod write;
+mod writeback;
 
 pub use error::StoreError;
 pub use hash::{BlobId, hash_file};

@@ -10,7 +10,8 @@
 //! is bounded by that window and the channel, whatever the blob size, and, however many
 //! blobs are read at once, by the process-wide frame budget of [`frame_pool`].
 //!
-//! [`get_to_file`] writes to `<dest>.partial`, fsyncs it, and renames it to `dest` only
+//! [`get_to_file`] writes to `<dest>.partial` (asking the kernel to start writing each
+//! few MiB to disk at once, [`super::writeback`]), fsyncs it, and renames it to `dest` only
 //! when the BLAKE3 of what was written equals the blob id; otherwise (or on any other
 //! error) it deletes the `.partial` file and leaves `dest` as it was. Then it fsyncs the
 //! directory, unless the caller does that once for many files (a restore). A missing blob,
@@ -38,6 +39,7 @@ use super::error::StoreError;
 use super::frame_pool;
 use super::hash::BlobId;
 use super::repo::{Repository, blob_key, join_err};
+use super::writeback::EarlyWriteback;
 
 type TransportSlot = Arc<Mutex<Option<object_store::Error>>>;
 
@@ -318,9 +320,9 @@ pub(crate) async fn get_to_file(
 ) -> Result<u64, StoreError> {
     let partial = partial_path(dest)?;
     let file = File::create(&partial).map_err(write_err(&partial))?;
-    let result = read_blob_into(repo, id, file, Some(&partial)).await;
+    let result = read_blob_into(repo, id, EarlyWriteback::new(file), Some(&partial)).await;
     let (file, actual, size) = match result {
-        Ok(v) => v,
+        Ok((file, actual, size)) => (file.into_inner(), actual, size),
         Err(e) => {
             let _ = std::fs::remove_file(&partial);
             return Err(e);
