@@ -20,12 +20,15 @@
 //! A restore downloads a pack once and splits it as it streams ([`PackSplitter`]): each
 //! file goes to its own `<dest>.partial`, is hashed, fsynced, and renamed into place only
 //! if its bytes hash to its id, so a damaged pack fails the files it damaged and no
-//! others. Memory: a pack is built in memory (at most [`PACK_TARGET`] plus one member,
+//! others. The fsync and rename run on other threads, several files at once, while the
+//! pack streams on. Memory: a pack is built in memory (at most [`PACK_TARGET`] plus one member,
 //! twice with its encoded copy); reading one streams like any blob.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
+use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -237,7 +240,15 @@ struct PackSplitter {
     outcomes: Outcomes,
     /// Where each file of `files` was in the caller's order.
     order: Vec<usize>,
+    /// Completed files being fsynced and renamed on other threads, oldest first: each
+    /// receiver hears once its file's outcome is set (or its thread died).
+    settling: VecDeque<std_mpsc::Receiver<()>>,
 }
+
+/// Completed files of one pack fsynced at once. A small file's fsync is a couple of
+/// synchronous device writes (data, then inode); one after another they kept a pack's
+/// thread waiting on the disk for most of a restore.
+const SETTLING_AT_ONCE: usize = 8;
 
 impl PackSplitter {
     fn new(files: Vec<PackExtract>) -> PackSplitter {
@@ -255,6 +266,7 @@ impl PackSplitter {
             next: 0,
             outcomes,
             order,
+            settling: VecDeque::new(),
         }
     }
 
@@ -274,15 +286,49 @@ impl PackSplitter {
         }
     }
 
-    /// The current file is complete: fsync, check, rename.
+    /// The current file is complete: fsync, check and rename it on a blocking thread of
+    /// the runtime (here when there is none), at most [`SETTLING_AT_ONCE`] at a time.
     fn complete(&mut self) {
-        if let Some((i, file, hasher)) = self.current.take() {
-            let f = &self.files[i];
-            let actual = BlobId::from_bytes(*hasher.finalize().as_bytes());
+        let Some((i, file, hasher)) = self.current.take() else {
+            return;
+        };
+        let f = self.files[i].clone();
+        let actual = BlobId::from_bytes(*hasher.finalize().as_bytes());
+        let outcomes = self.outcomes.clone();
+        let settle = move || {
             let outcome = partial_path(&f.dest)
                 .and_then(|partial| place_verified(file, &partial, &f.dest, f.id, actual, f.mtime))
                 .map(|()| f.size);
-            self.set(i, outcome);
+            if let Ok(mut o) = outcomes.lock() {
+                o[i] = Some(outcome);
+            }
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return settle();
+        };
+        while self.settling.len() >= SETTLING_AT_ONCE {
+            self.settle_oldest();
+        }
+        let (done, heard) = std_mpsc::sync_channel(1);
+        runtime.spawn_blocking(move || {
+            settle();
+            let _ = done.send(());
+        });
+        self.settling.push_back(heard);
+    }
+
+    /// Waits for the oldest file being settled (an error from a died thread is a file
+    /// without an outcome, which the caller reports).
+    fn settle_oldest(&mut self) {
+        if let Some(heard) = self.settling.pop_front() {
+            let _ = heard.recv();
+        }
+    }
+
+    /// Waits for every file being settled.
+    fn settle_all(&mut self) {
+        while !self.settling.is_empty() {
+            self.settle_oldest();
         }
     }
 
@@ -303,6 +349,7 @@ impl PackSplitter {
 impl Drop for PackSplitter {
     fn drop(&mut self) {
         self.abandon(None);
+        self.settle_all();
     }
 }
 
@@ -357,7 +404,10 @@ impl Write for PackSplitter {
         }
     }
 
+    /// Called once the content has been written: waits for the files still settling,
+    /// here on the reading thread rather than in `drop`, which may run on an async one.
     fn flush(&mut self) -> io::Result<()> {
+        self.settle_all();
         Ok(())
     }
 }
