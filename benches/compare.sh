@@ -26,7 +26,10 @@
 # Tools: tablesafe and restic into a local directory and into a local S3-protocol server
 # (s3s-fs on 127.0.0.1, its own process, the same for both), borg into a local directory,
 # and the physical baseline over the initial files: `b3sum` and `zstd -1 -T0`, each reading
-# every file once (baseline = the two added).
+# every file once (baseline = the two added). For restores from S3 the floor is the
+# server's: before each tool's S3 restore, `curl` GETs every object of that tool's
+# repository, 8 at a time, into /dev/null ("get-<tool>" rows): no restore from that
+# server can take less time than sending those bytes does.
 #
 # Measured with /usr/bin/time: wall seconds, CPU seconds (user + sys) and peak RSS of the
 # tool's process; for S3 rows, the server's CPU seconds during the step too. "stored" is
@@ -57,6 +60,7 @@ command -v b3sum >/dev/null || need+=(b3sum)
 command -v zstd >/dev/null || need+=(zstd)
 [ -x /usr/bin/time ] || need+=(time)
 command -v bc >/dev/null || need+=(bc)
+command -v curl >/dev/null || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
 fi
@@ -184,10 +188,20 @@ backup() { # tool backend step
   esac
 }
 
+download_floor() { # tool: every object of its S3 repository fetched, nothing else done
+  local cfg="$work/urls-$1"
+  (cd "$s3root/bench" && find "$1" -type f -printf \
+    "url = \"http://127.0.0.1:$s3port/bench/%p\"\noutput = \"/dev/null\"\n") >"$cfg"
+  measure curl s3 "get-$1" "" -- curl -sS --fail --parallel --parallel-max 8 \
+    --aws-sigv4 aws:amz:us-east-1:s3 --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+    -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -K "$cfg"
+}
+
 restore() { # tool backend
   local tool=$1 backend=$2 dir out="$work/out-$1-$2" root
   dir=$(repo_dir "$tool" "$backend")
   rm -rf "$out"
+  [ "$backend" = s3 ] && download_floor "$tool"
   case $tool:$backend in
     tablesafe:*)
       local url="file://$dir"
@@ -299,6 +313,17 @@ report="$work/report.md"
           wall["restic/file/" s] / t, wall["restic/s3/" s] / t3, wall["borg/file/" s] / t,
           cpu["restic/file/" s] / tc, b
       }
+    }' "$results"
+  echo
+  awk -F'\t' '
+    { wall[$1 "/" $2 "/" $3] = $4 }
+    END {
+      for (i = split("tablesafe restic", tools, " "); i > 0; i--) {
+        t = tools[i]; f = wall["curl/s3/get-" t]; r = wall[t "/s3/restore"];
+        line[i] = sprintf("%s'"'"'s repository %.2f s, its restore from S3 %.2f s (%.2fx the floor)", t, f, r, r / f);
+      }
+      printf "Restore from S3 against the server'"'"'s floor (curl fetching every object of the repository, 8 at a time, bytes discarded): %s; %s. Half of restic'"'"'s restore is %.2f s.\n",
+        line[1], line[2], wall["restic/s3/restore"] / 2
     }' "$results"
   echo
   echo "After the flush, compaction and snapshot: the new SSTables are $new_files files, $new_bytes bytes; with the snapshot's manifest and schema ($snap_meta bytes), $must_upload bytes of content the repository did not have."
