@@ -223,6 +223,13 @@ fn append_member(content: &mut Vec<u8>, c: &PackCandidate) -> Result<Packing, St
 
 type Outcomes = Arc<Mutex<Vec<Option<Result<u64, StoreError>>>>>;
 
+/// Sets the outcome of file `i` (index into the splitter's `files`).
+fn record(outcomes: &Outcomes, i: usize, outcome: Result<u64, StoreError>) {
+    if let Ok(mut o) = outcomes.lock() {
+        o[i] = Some(outcome);
+    }
+}
+
 /// A `Write` that routes a pack's content, as it streams, to the files wanted from it.
 /// Dropped before the end (a failed download), it removes the `.partial` file it was
 /// writing; files it completed were verified and stay in place.
@@ -271,9 +278,7 @@ impl PackSplitter {
     }
 
     fn set(&self, i: usize, outcome: Result<u64, StoreError>) {
-        if let Ok(mut o) = self.outcomes.lock() {
-            o[i] = Some(outcome);
-        }
+        record(&self.outcomes, i, outcome);
     }
 
     /// Opens `<dest>.partial` for file `i`; a failure is that file's outcome.
@@ -299,9 +304,7 @@ impl PackSplitter {
             let outcome = partial_path(&f.dest)
                 .and_then(|partial| place_verified(file, &partial, &f.dest, f.id, actual, f.mtime))
                 .map(|()| f.size);
-            if let Ok(mut o) = outcomes.lock() {
-                o[i] = Some(outcome);
-            }
+            record(&outcomes, i, outcome);
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return settle();
