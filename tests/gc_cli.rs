@@ -148,14 +148,17 @@ fn gc_killed_at_random_points_finishes_when_run_again_and_loses_nothing_retained
         c
     };
 
-    // Kill gc at random moments, in both phases (condemning, then deleting).
+    // Kill gc at random moments, in both phases (condemning, then deleting). A run that
+    // finished before its kill halves the window the next kill falls in, so that a fast
+    // machine, where gc soon has little left to do, still sees runs interrupted.
     let mut seed = 0x2545_F491_4F6C_DD1Du64;
     let mut killed = 0;
+    let mut window_ms = 400;
     for round in 0..12 {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        let delay = Duration::from_millis(20 + seed % 400);
+        let delay = Duration::from_millis(20 + seed % window_ms);
         let mut child = gc(&repo)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -165,6 +168,8 @@ fn gc_killed_at_random_points_finishes_when_run_again_and_loses_nothing_retained
         if child.try_wait().unwrap().is_none() {
             kill(&mut child);
             killed += 1;
+        } else {
+            window_ms = (window_ms / 2).max(10);
         }
         // Retained data is intact after every interruption.
         let out = repo.as_node("n1").args(["verify"]).output().unwrap();
