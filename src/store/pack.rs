@@ -20,8 +20,8 @@
 //! A restore downloads a pack once and splits it as it streams ([`PackSplitter`]): each
 //! file goes to its own `<dest>.partial`, is hashed, fsynced, and renamed into place only
 //! if its bytes hash to its id, so a damaged pack fails the files it damaged and no
-//! others. The fsync and rename run on other threads, several files at once, while the
-//! pack streams on. Memory: a pack is built in memory (at most [`PACK_TARGET`] plus one
+//! others. The fsync and rename run on a few threads of their own, several files at
+//! once, while the pack streams on. Memory: a pack is built in memory (at most [`PACK_TARGET`] plus one
 //! member, twice with its encoded copy); reading one streams like any blob.
 
 use std::collections::VecDeque;
@@ -29,7 +29,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 
@@ -257,6 +257,53 @@ struct PackSplitter {
 /// thread waiting on the disk for most of a restore.
 const SETTLING_AT_ONCE: usize = 8;
 
+/// Threads that fsync and rename the files taken out of packs, shared by the process.
+/// Their own, not tokio's blocking pool: a pack's reading thread waits for them, and
+/// readers waiting on tasks of the very pool they fill could deadlock once it is full
+/// (`--parallel` lets hundreds of packs be read at once).
+const SETTLER_THREADS: usize = 16;
+
+type SettleJob = Box<dyn FnOnce() + Send>;
+
+/// The queue of the settler threads, started on first use; `None` if no thread could
+/// be started (files are then settled on the reading thread).
+fn settlers() -> Option<&'static std_mpsc::Sender<SettleJob>> {
+    static SETTLERS: OnceLock<Option<std_mpsc::Sender<SettleJob>>> = OnceLock::new();
+    SETTLERS
+        .get_or_init(|| {
+            let (queue, jobs) = std_mpsc::channel::<SettleJob>();
+            let jobs = Arc::new(Mutex::new(jobs));
+            let started = (0..SETTLER_THREADS)
+                .filter(|n| {
+                    let jobs = jobs.clone();
+                    std::thread::Builder::new()
+                        .name(format!("tablesafe-settle-{n}"))
+                        .spawn(move || settle_jobs(&jobs))
+                        .is_ok()
+                })
+                .count();
+            (started > 0).then_some(queue)
+        })
+        .as_ref()
+}
+
+/// A settler thread: runs jobs until the queue is gone. A job that panics loses only
+/// itself (its file is then reported without an outcome).
+fn settle_jobs(jobs: &Mutex<std_mpsc::Receiver<SettleJob>>) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(jobs) => jobs.recv(),
+            Err(_) => return,
+        };
+        match job {
+            Ok(job) => {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            }
+            Err(_) => return,
+        }
+    }
+}
+
 impl PackSplitter {
     fn new(files: Vec<PackExtract>) -> PackSplitter {
         let mut indexed: Vec<(usize, PackExtract)> = files.into_iter().enumerate().collect();
@@ -291,8 +338,8 @@ impl PackSplitter {
         }
     }
 
-    /// The current file is complete: fsync, check and rename it on a blocking thread of
-    /// the runtime (here when there is none), at most [`SETTLING_AT_ONCE`] at a time.
+    /// The current file is complete: fsync, check and rename it on a settler thread,
+    /// at most [`SETTLING_AT_ONCE`] of this pack's files at a time.
     fn complete(&mut self) {
         let Some((i, file, hasher)) = self.current.take() else {
             return;
@@ -306,22 +353,27 @@ impl PackSplitter {
                 .map(|()| f.size);
             record(&outcomes, i, outcome);
         };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return settle();
-        };
         while self.settling.len() >= SETTLING_AT_ONCE {
             self.settle_oldest();
         }
         let (done, heard) = std_mpsc::sync_channel(1);
-        runtime.spawn_blocking(move || {
+        let job: SettleJob = Box::new(move || {
             settle();
             let _ = done.send(());
         });
+        match settlers() {
+            Some(queue) => {
+                if let Err(unsent) = queue.send(job) {
+                    (unsent.0)();
+                }
+            }
+            None => job(),
+        }
         self.settling.push_back(heard);
     }
 
-    /// Waits for the oldest file being settled (an error from a died thread is a file
-    /// without an outcome, which the caller reports).
+    /// Waits for the oldest file being settled (an error means its job panicked: the
+    /// file has no outcome, which the caller reports).
     fn settle_oldest(&mut self) {
         if let Some(heard) = self.settling.pop_front() {
             let _ = heard.recv();
