@@ -248,7 +248,7 @@ struct PackSplitter {
     /// Where each file of `files` was in the caller's order.
     order: Vec<usize>,
     /// Completed files being fsynced and renamed on other threads, oldest first: each
-    /// receiver hears once its file's outcome is set (or its thread died).
+    /// receiver hears once its file's outcome is set (or its job panicked).
     settling: VecDeque<std_mpsc::Receiver<()>>,
 }
 
