@@ -383,29 +383,29 @@ fn encode_file(
         }
         hasher.update(&buf);
         raw_size += n as u64;
-        let Some(level) = level else {
-            out.frame(raw_frame(buf))?;
-            if n < frame_size as usize {
-                break;
-            }
-            continue;
-        };
-        // Allocated here, on the reader thread: see `blob::encode_frame_into`.
-        let out_buf = Vec::with_capacity(n);
-        let (ftx, frx) = std_mpsc::sync_channel(1);
-        if n < SPAWN_THRESHOLD && inflight.is_empty() {
-            // A small frame with nothing ahead of it: encoding it here is cheaper than
-            // waking a pool thread (small files are encoded several at once anyway).
-            let _ = ftx.send(encode_frame_into(buf, out_buf, level));
-        } else {
-            rayon::spawn(move || {
-                let _ = ftx.send(encode_frame_into(buf, out_buf, level));
-            });
-        }
-        inflight.push_back(frx);
-        while inflight.len() >= window {
-            if let Some(rx) = inflight.pop_front() {
-                out.frame(recv(rx)?)?;
+        match level {
+            // Nothing to compress (and so nothing in flight): sent as it is.
+            None => out.frame(raw_frame(buf))?,
+            Some(level) => {
+                // Allocated here, on the reader thread: see `blob::encode_frame_into`.
+                let out_buf = Vec::with_capacity(n);
+                let (ftx, frx) = std_mpsc::sync_channel(1);
+                if n < SPAWN_THRESHOLD && inflight.is_empty() {
+                    // A small frame with nothing ahead of it: encoding it here is cheaper
+                    // than waking a pool thread (small files are encoded several at once
+                    // anyway).
+                    let _ = ftx.send(encode_frame_into(buf, out_buf, level));
+                } else {
+                    rayon::spawn(move || {
+                        let _ = ftx.send(encode_frame_into(buf, out_buf, level));
+                    });
+                }
+                inflight.push_back(frx);
+                while inflight.len() >= window {
+                    if let Some(rx) = inflight.pop_front() {
+                        out.frame(recv(rx)?)?;
+                    }
+                }
             }
         }
         if n < frame_size as usize {
