@@ -21,8 +21,9 @@
 //! file goes to its own `<dest>.partial`, is hashed, fsynced, and renamed into place only
 //! if its bytes hash to its id, so a damaged pack fails the files it damaged and no
 //! others. The fsync and rename run on a few threads of their own, several files at
-//! once, while the pack streams on. Memory: a pack is built in memory (at most [`PACK_TARGET`] plus one
-//! member, twice with its encoded copy); reading one streams like any blob.
+//! once, while the pack streams on. Memory: a pack is built in memory (at most
+//! [`PACK_TARGET`] plus one member, twice with its encoded copy); reading one streams
+//! like any blob.
 
 use std::collections::VecDeque;
 use std::fs::File;
