@@ -243,6 +243,7 @@ fn nearest_names(snapshots: &[SnapshotRow], wanted: &str) -> String {
 /// Plans a restore from the catalog alone.
 pub fn plan(catalog: &Catalog, point: Point, opts: &RestoreOptions) -> Result<Plan, RestoreError> {
     let node = opts.node.as_str();
+    let _one_state = catalog.read_snapshot()?;
     // History gc thinned: the versions of that instant may be partly forgotten.
     let retention = catalog.retention(node)?;
     if let Some(retention) = &retention

@@ -1,7 +1,7 @@
 //! Catalog changes: the records a backup produces, applied to the local SQLite catalog and
 //! mirrored, batch by batch, to the repository as `nodes/<node>/log/<seq>`.
 //!
-//! One code path ([`super::Catalog::apply_batch`]) applies a batch whether it was just
+//! One code path ([`super::Replay::apply`]) applies a batch whether it was just
 //! produced by a backup or read back from the repository by `catalog rebuild`, so the
 //! rebuilt catalog answers every query exactly as the original did. Applying the same
 //! batch twice changes nothing.

@@ -17,6 +17,7 @@ mod schema;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -251,31 +252,28 @@ impl Catalog {
     /// Applies a batch (idempotent: a batch already applied is skipped). `uploaded` says
     /// whether the repository already holds it (true when rebuilding from it).
     pub fn apply_batch(&mut self, batch: &Batch, uploaded: bool) -> Result<bool, CatalogError> {
-        let path = self.path.clone();
-        let sql = |source| sqlite_error(&path, source);
-        let body = if uploaded {
-            None
-        } else {
-            Some(batch.encode().map_err(|source| CatalogError::Codec {
-                path: path.clone(),
-                source,
-            })?)
-        };
-        let tx = self.conn.transaction().map_err(sql)?;
-        let inserted = tx
-            .execute(
-                "INSERT OR IGNORE INTO batches (node, seq, time, uploaded, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![batch.node, batch.seq as i64, batch.time, uploaded, body],
-            )
-            .map_err(sql)?;
-        if inserted == 0 {
-            return Ok(false);
-        }
-        for change in &batch.changes {
-            schema::apply_change(&tx, &batch.node, batch.time, change).map_err(sql)?;
-        }
-        tx.commit().map_err(sql)?;
-        Ok(true)
+        let mut replay = self.replay()?;
+        let applied = replay.apply(batch, uploaded)?;
+        replay.commit()?;
+        Ok(applied)
+    }
+
+    /// Holds one read transaction until dropped: every query in between sees the same
+    /// catalog even while a daemon commits to it, and SQLite takes its locks once
+    /// instead of once per statement (planning a restore asks a question per file).
+    pub fn read_snapshot(&self) -> Result<ReadSnapshot<'_>, CatalogError> {
+        self.conn
+            .unchecked_transaction()
+            .map(|tx| ReadSnapshot { _tx: tx })
+            .map_err(self.err())
+    }
+
+    /// Starts applying several batches in one transaction, as a rebuild does: one
+    /// commit (one fsync of the write-ahead log) for many batches instead of one each.
+    pub fn replay(&mut self) -> Result<Replay<'_>, CatalogError> {
+        let Catalog { conn, path } = self;
+        let tx = conn.transaction().map_err(|e| sqlite_error(path, e))?;
+        Ok(Replay { tx, path })
     }
 
     /// The highest batch number recorded for `node` (0 when none).
@@ -327,13 +325,16 @@ impl Catalog {
     /// it (a condemned blob may be deleted any time after its grace period, so a backup
     /// that needs it uploads it again).
     pub fn has_blob(&self, hash: &Hash32) -> Result<bool, CatalogError> {
-        let sql = format!(
-            "SELECT {OWN_BLOB_KEPT}
+        // Asked once per file a backup reads: the SQL is built once.
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "SELECT {OWN_BLOB_KEPT}
                  OR EXISTS (SELECT 1 FROM packed p WHERE p.hash = ?1
                             AND NOT EXISTS (SELECT 1 FROM condemned c WHERE c.hash = p.pack))"
-        );
+            )
+        });
         self.conn
-            .prepare_cached(&sql)
+            .prepare_cached(&SQL)
             .and_then(|mut stmt| stmt.query_row([hash.as_slice()], |r| r.get(0)))
             .map_err(self.err())
     }
@@ -342,13 +343,16 @@ impl Catalog {
     /// case, and the fallback), or the pack chosen for it when it has no blob object
     /// gc has left alone. The choice is [`chosen_pack`]'s, as gc makes it.
     pub fn pack_location(&self, hash: &Hash32) -> Result<Option<PackedAt>, CatalogError> {
-        let sql = format!(
-            "SELECT pack, offset, size FROM packed WHERE hash = ?1 AND pack = ({})
-             AND NOT {OWN_BLOB_KEPT}",
-            chosen_pack("?1")
-        );
+        // Asked once per file a restore plans: the SQL is built once.
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "SELECT pack, offset, size FROM packed WHERE hash = ?1 AND pack = ({})
+                 AND NOT {OWN_BLOB_KEPT}",
+                chosen_pack("?1")
+            )
+        });
         self.conn
-            .prepare_cached(&sql)
+            .prepare_cached(&SQL)
             .and_then(|mut stmt| {
                 stmt.query_row([hash.as_slice()], |r| {
                     Ok(PackedAt {
@@ -664,6 +668,58 @@ fn file_key(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<FileKey> {
 }
 
 /// Turns SQLite's "not a database" and "malformed" into the catalog's own clear error.
+/// A read transaction ([`Catalog::read_snapshot`]), ended (rolled back: it wrote
+/// nothing) when dropped.
+pub struct ReadSnapshot<'c> {
+    _tx: rusqlite::Transaction<'c>,
+}
+
+/// Batches being applied in one transaction ([`Catalog::replay`]); nothing is kept
+/// unless [`Replay::commit`] is called.
+pub struct Replay<'c> {
+    tx: rusqlite::Transaction<'c>,
+    path: &'c Path,
+}
+
+impl Replay<'_> {
+    /// Applies a batch (idempotent: a batch already applied is skipped). `uploaded` says
+    /// whether the repository already holds it (true when rebuilding from it).
+    pub fn apply(&mut self, batch: &Batch, uploaded: bool) -> Result<bool, CatalogError> {
+        let path = self.path;
+        let sql = |source| sqlite_error(path, source);
+        let body = if uploaded {
+            None
+        } else {
+            Some(batch.encode().map_err(|source| CatalogError::Codec {
+                path: path.to_path_buf(),
+                source,
+            })?)
+        };
+        let inserted = self
+            .tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO batches (node, seq, time, uploaded, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![batch.node, batch.seq as i64, batch.time, uploaded, body])
+            })
+            .map_err(sql)?;
+        if inserted == 0 {
+            return Ok(false);
+        }
+        for change in &batch.changes {
+            schema::apply_change(&self.tx, &batch.node, batch.time, change).map_err(sql)?;
+        }
+        Ok(true)
+    }
+
+    /// Makes every batch applied so far durable.
+    pub fn commit(self) -> Result<(), CatalogError> {
+        let path = self.path;
+        self.tx.commit().map_err(|e| sqlite_error(path, e))
+    }
+}
+
 fn sqlite_error(path: &Path, e: rusqlite::Error) -> CatalogError {
     match e.sqlite_error_code() {
         Some(rusqlite::ErrorCode::NotADatabase) | Some(rusqlite::ErrorCode::DatabaseCorrupt) => {

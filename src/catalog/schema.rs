@@ -241,10 +241,24 @@ fn location_and_component(key: &FileKey) -> (String, String) {
     (location, component)
 }
 
-/// The row id of a file, inserting it if new.
-fn file_id(tx: &Transaction<'_>, node: &str, key: &FileKey) -> rusqlite::Result<i64> {
-    let existing = tx
-        .prepare_cached(
+/// Which [`file_id`] tries first: a `Start` is most often of a file never seen (a new
+/// SSTable; every file of a first backup or a rebuild), an `End` of a known one.
+#[derive(Clone, Copy, PartialEq)]
+enum Expect {
+    New,
+    Known,
+}
+
+/// The row id of a file, inserting it if new; `true` when it was inserted (so it has no
+/// versions yet).
+fn file_id(
+    tx: &Transaction<'_>,
+    node: &str,
+    key: &FileKey,
+    expect: Expect,
+) -> rusqlite::Result<(i64, bool)> {
+    let lookup = || {
+        tx.prepare_cached(
             "SELECT id FROM files WHERE node = ?1 AND data_dir = ?2 AND keyspace = ?3
              AND table_name = ?4 AND table_id = ?5 AND rel_path = ?6",
         )?
@@ -259,26 +273,35 @@ fn file_id(tx: &Transaction<'_>, node: &str, key: &FileKey) -> rusqlite::Result<
             ],
             |r| r.get(0),
         )
-        .optional()?;
-    if let Some(id) = existing {
-        return Ok(id);
+        .optional()
+    };
+    if expect == Expect::Known
+        && let Some(id) = lookup()?
+    {
+        return Ok((id, false));
     }
     let (location, component) = location_and_component(key);
-    tx.prepare_cached(
-        "INSERT INTO files (node, data_dir, keyspace, table_name, table_id, rel_path, location, component)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(params![
-        node,
-        key.data_dir,
-        key.keyspace,
-        key.table,
-        key.table_id,
-        key.rel_path,
-        location,
-        component
-    ])?;
-    Ok(tx.last_insert_rowid())
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO files (node, data_dir, keyspace, table_name, table_id, rel_path, location, component)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (node, data_dir, keyspace, table_name, table_id, rel_path) DO NOTHING",
+        )?
+        .execute(params![
+            node,
+            key.data_dir,
+            key.keyspace,
+            key.table,
+            key.table_id,
+            key.rel_path,
+            location,
+            component
+        ])?;
+    if inserted == 1 {
+        return Ok((tx.last_insert_rowid(), true));
+    }
+    let id = lookup()?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+    Ok((id, false))
 }
 
 /// Applies one change inside a batch's transaction.
@@ -316,16 +339,20 @@ pub fn apply_change(
             mtime,
             at,
         } => {
-            let id = file_id(tx, node, key)?;
-            // Versions of one file never overlap and never share a start time.
-            let last_from: Option<i64> = tx
-                .prepare_cached("SELECT MAX(valid_from) FROM versions WHERE file_id = ?1")?
-                .query_row([id], |r| r.get(0))?;
-            let at = last_from.map_or(*at, |f| (*at).max(f + 1));
-            tx.prepare_cached(
-                "UPDATE versions SET valid_to = ?2 WHERE file_id = ?1 AND valid_to IS NULL",
-            )?
-            .execute(params![id, at])?;
+            let (id, new) = file_id(tx, node, key, Expect::New)?;
+            // Versions of one file never overlap and never share a start time. A file
+            // just inserted has none (most Starts of a first backup, or of a rebuild).
+            let mut at = *at;
+            if !new {
+                let last_from: Option<i64> = tx
+                    .prepare_cached("SELECT MAX(valid_from) FROM versions WHERE file_id = ?1")?
+                    .query_row([id], |r| r.get(0))?;
+                at = last_from.map_or(at, |f| at.max(f + 1));
+                tx.prepare_cached(
+                    "UPDATE versions SET valid_to = ?2 WHERE file_id = ?1 AND valid_to IS NULL",
+                )?
+                .execute(params![id, at])?;
+            }
             tx.prepare_cached(
                 "INSERT INTO versions (file_id, valid_from, valid_to, hash, size, mtime)
                  VALUES (?1, ?2, NULL, ?3, ?4, ?5)",
@@ -333,7 +360,7 @@ pub fn apply_change(
             .execute(params![id, at, hash.as_slice(), *size as i64, mtime])?;
         }
         Change::End { key, at } => {
-            let id = file_id(tx, node, key)?;
+            let (id, _) = file_id(tx, node, key, Expect::Known)?;
             tx.prepare_cached(
                 "UPDATE versions SET valid_to = MAX(?2, valid_from + 1)
                  WHERE file_id = ?1 AND valid_to IS NULL",
