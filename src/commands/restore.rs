@@ -3,6 +3,8 @@
 //! Prints the plan with `--dry-run`; otherwise restores with progress on a terminal, then
 //! a summary and the commands that load the restored tables into Cassandra.
 
+use std::collections::HashMap;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -104,12 +106,21 @@ fn print_plan(plan: &Plan, json: bool) -> Result<(), Failure> {
         point_label(plan),
         plan.tables.len()
     );
+    // Files and bytes per table directory, in one pass over the files.
+    let mut per_table: HashMap<&Path, (usize, u64)> = plan
+        .tables
+        .iter()
+        .map(|t| (t.dir.as_path(), (0, 0)))
+        .collect();
+    for f in &plan.files {
+        let table = f.dest.ancestors().find(|dir| per_table.contains_key(dir));
+        if let Some(counts) = table.and_then(|dir| per_table.get_mut(dir)) {
+            counts.0 += 1;
+            counts.1 += f.version.size;
+        }
+    }
     for t in &plan.tables {
-        let (n, bytes) = plan
-            .files
-            .iter()
-            .filter(|f| f.dest.starts_with(&t.dir))
-            .fold((0, 0), |(n, b), f| (n + 1, b + f.version.size));
+        let (n, bytes) = per_table.get(t.dir.as_path()).copied().unwrap_or_default();
         println!(
             "  {}.{}: {n} files, {} -> {}",
             t.keyspace,
