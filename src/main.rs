@@ -21,7 +21,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    limit_malloc_arenas();
+    tune_malloc();
     let cli = Cli::parse();
     let settings = match Settings::resolve(&cli.global) {
         Ok(s) => s,
@@ -41,19 +41,33 @@ fn main() -> ExitCode {
     }
 }
 
-/// glibc gives each thread that allocates its own arena, up to 8 per core, and keeps
-/// freed memory in each: with dozens of download threads that alone added 40-80 MiB of
-/// peak RSS to a restore (benches/compare.sh). One arena per core costs no measurable
-/// time here (the hot loops are zstd and BLAKE3, not malloc). MALLOC_ARENA_MAX, when
-/// set, still wins.
-fn limit_malloc_arenas() {
+/// Two glibc malloc tunables, each unless its environment variable sets it:
+/// - arenas: glibc gives each thread that allocates its own arena, up to 8 per core, and
+///   keeps freed memory in each: with dozens of download threads that alone added 40-80
+///   MiB of peak RSS to a restore (benches/compare.sh). One arena per core costs no
+///   measurable time here (the hot loops are zstd and BLAKE3, not malloc).
+/// - mmap threshold, fixed at 4 MiB: a frame buffer (4 MiB, reused through
+///   `store::frame_pool`) is then its own mapping, given back to the kernel when freed.
+///   By default glibc raises the threshold after the first such free, and frames then
+///   came from the arenas, which kept their freed space: the S3 initial backup of the
+///   benchmark peaked at 150-192 MB of RSS over runs of the same data, 134-143 MB with
+///   the threshold fixed. Smaller buffers (packs of ~2 MiB) still come from the arenas.
+fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let arenas = libc::c_int::try_from(cores.max(2)).unwrap_or(2);
-        // SAFETY: mallopt only sets a tunable; called before any other thread exists.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, arenas);
+    {
+        if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let arenas = libc::c_int::try_from(cores.max(2)).unwrap_or(2);
+            // SAFETY: mallopt only sets a tunable; called before any other thread exists.
+            unsafe {
+                libc::mallopt(libc::M_ARENA_MAX, arenas);
+            }
+        }
+        if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+            // SAFETY: as above.
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+            }
         }
     }
 }

@@ -72,6 +72,7 @@
 use bytes::Bytes;
 use std::cell::RefCell;
 use std::io::{self, Read};
+use std::sync::{Mutex, PoisonError};
 
 /// Version written in the header and footer of every blob.
 pub const BLOB_FORMAT_VERSION: u8 = 1;
@@ -459,25 +460,39 @@ pub struct EncodedFrame {
 }
 
 thread_local! {
-    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
+
+/// zstd compression contexts (about 0.6 MB each at level 3), shared by the process and
+/// reused. Frames are compressed on rayon's threads, but small ones on whichever
+/// blocking thread reads them (`write::encode_file`, `pack`): contexts kept per thread
+/// grew with every blocking thread tokio ever started (31 contexts, 18 MB of the S3
+/// initial backup's peak). Now as many exist as compress at once, and
+/// [`KEPT_COMPRESSORS`] stay for reuse.
+static COMPRESSORS: Mutex<Vec<(i32, zstd::bulk::Compressor<'static>)>> = Mutex::new(Vec::new());
+
+/// Compression contexts kept for reuse.
+const KEPT_COMPRESSORS: usize = 8;
 
 fn with_compressor<T>(
     level: i32,
     f: impl FnOnce(&mut zstd::bulk::Compressor<'static>) -> io::Result<T>,
 ) -> io::Result<T> {
-    COMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let reuse = matches!(&*slot, Some((l, _)) if *l == level);
-        if !reuse {
-            *slot = Some((level, zstd::bulk::Compressor::new(level)?));
-        }
-        match slot.as_mut() {
-            Some((_, c)) => f(c),
-            None => Err(io::Error::other("zstd compressor missing")),
-        }
-    })
+    let kept = {
+        let mut kept = COMPRESSORS.lock().unwrap_or_else(PoisonError::into_inner);
+        let at = kept.iter().position(|(l, _)| *l == level);
+        at.map(|i| kept.swap_remove(i).1)
+    };
+    let mut compressor = match kept {
+        Some(c) => c,
+        None => zstd::bulk::Compressor::new(level)?,
+    };
+    let out = f(&mut compressor);
+    let mut kept = COMPRESSORS.lock().unwrap_or_else(PoisonError::into_inner);
+    if kept.len() < KEPT_COMPRESSORS {
+        kept.push((level, compressor));
+    }
+    out
 }
 
 /// True when samples of `raw` suggest zstd will not shrink it meaningfully.
@@ -547,7 +562,7 @@ pub(crate) fn raw_frame(raw: Vec<u8>) -> EncodedFrame {
             raw_len,
             stored_len: raw_len,
         },
-        payload: Bytes::from(raw),
+        payload: Bytes::from_owner(super::frame_pool::Recycled(raw)),
     }
 }
 

@@ -178,6 +178,22 @@ pub(crate) fn recycle(buf: Vec<u8>) {
     }
 }
 
+/// A pooled buffer as the owner of a [`bytes::Bytes`]: recycled when the last view of
+/// it is dropped, on whichever thread that happens (an upload's part, once sent).
+pub(crate) struct Recycled(pub(crate) Vec<u8>);
+
+impl AsRef<[u8]> for Recycled {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Recycled {
+    fn drop(&mut self) {
+        recycle(std::mem::take(&mut self.0));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,12 +24,14 @@
 //! nothing measurable when they are not; below it the gain is small or negative, and
 //! small files are hashed many at a time by the backup anyway.
 //!
-//! Large files are mapped in windows of [`MMAP_WINDOW`] (16 MiB), one at a time, rather
+//! Large files are mapped in windows of [`MMAP_WINDOW`] (8 MiB), one at a time, rather
 //! than whole as `Hasher::update_mmap_rayon` does: a whole-file mapping makes every
 //! page of the file resident in the process while it is hashed, so the process's RSS
 //! grows to the file size (`b3sum` on a 4 GiB file: 4.2 GB max RSS; hashing the same
-//! file in 16 MiB windows adds under 20 MB). The hash is identical either way, and 16
-//! MiB windows hash as fast as 64 MiB ones (6.7-6.9 GiB/s on 2 cores).
+//! file in 16 MiB windows adds under 20 MB). The hash is identical either way; 16 MiB
+//! windows hashed as fast as 64 MiB ones (6.7-6.9 GiB/s on 2 cores), and 8 MiB halves
+//! what a backup hashing `--parallel` files at once holds mapped (the S3 initial backup
+//! of the benchmark: up to 50 MB of its peak RSS was mapped file pages).
 //!
 //! A memory map of a file that another process truncates while it is mapped raises
 //! SIGBUS. Cassandra never truncates an SSTable component in place (it writes new
@@ -48,7 +50,7 @@ use super::error::StoreError;
 pub const PARALLEL_THRESHOLD: u64 = 1024 * 1024;
 
 /// Bytes of a large file mapped at once while hashing.
-pub const MMAP_WINDOW: u64 = 16 * 1024 * 1024;
+pub const MMAP_WINDOW: u64 = 8 * 1024 * 1024;
 
 /// The id of a blob: BLAKE3 of its uncompressed bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

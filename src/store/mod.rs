@@ -30,6 +30,7 @@ mod frame_pool;
 pub mod hash;
 pub mod options;
 pub mod pack;
+mod parts;
 mod read;
 pub mod repo;
 pub mod url;

@@ -4,15 +4,17 @@
 //!
 //! ```text
 //! reader thread ──frames──▶ rayon (encode_frame, in parallel) ──in order──▶ channel ──▶ upload task
-//!  (read 4 MiB, hash)         window of threads+2 frames                  8 items       WriteMultipart,
+//!  (read 4 MiB, hash)         window of threads+2 frames                  2 frames      PartUpload,
 //!                                                                                       `upload_concurrency` parts
 //! ```
 //!
 //! Memory is bounded whatever the file size: at most `threads + 2` frames being encoded
-//! (raw + compressed, 8 MiB each), 8 channel items (4 frames), one part being filled and
-//! `upload_concurrency` parts in flight (8 MiB each by default): about 100 MiB in the
-//! worst case on a 2-core machine, measured at 60-75 MiB peak RSS for a 4 GiB file (see
-//! the report in `benches/store_throughput.sh`).
+//! (raw + compressed, 8 MiB each), 2 frames in the channel, one part being filled and
+//! `upload_concurrency` parts in flight (8 MiB each by default): about 80 MiB for one
+//! file in the worst case on a 2-core machine, measured at 60-75 MiB peak RSS for a 4 GiB
+//! file (see the report in `benches/store_throughput.sh`). For the process, [`super::parts`]
+//! lets only a few files at a time be sent by multipart upload, and their parts in flight
+//! share one budget, whatever `--parallel` says.
 //!
 //! An encoded blob smaller than one part is sent with a single PUT; a larger one with a
 //! multipart upload. Either way the final key only exists once the whole blob is there
@@ -46,15 +48,17 @@ use std::sync::mpsc as std_mpsc;
 
 use bytes::Bytes;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use tokio::sync::mpsc;
 
 use super::blob::{
     EncodedFrame, FrameEntry, encode_frame_into, encode_header, encode_trailer, raw_frame,
 };
 use super::error::StoreError;
+use super::frame_pool;
 use super::hash::{BlobId, hash_file};
 use super::options::{Content, PutStrategy};
+use super::parts::{PartUpload, multipart_slot};
 use super::repo::{PutOutcome, Repository, blob_key, join_err};
 
 /// Most parts a multipart upload may have here (S3 allows 10,000).
@@ -189,6 +193,11 @@ fn part_size_for(configured: usize, file_len: u64) -> usize {
     configured.max(MIN_PART_SIZE).max(needed)
 }
 
+/// Encoded frames (up to 4 MiB each) queued between a file's reader and its upload: a
+/// part's worth. More only piles up memory when the store is slower than the disk (8
+/// queued frames per upload were a sixth of the S3 initial backup's peak RSS).
+const CHANNEL_FRAMES: usize = 2;
+
 /// Encodes `path` (as `content` says) and uploads it to `key`. With `expected`, the
 /// upload is abandoned (nothing appears at `key`) if the bytes read do not hash to it.
 /// With `create_only`, a blob sent in one PUT is sent as a conditional create, and an
@@ -218,32 +227,34 @@ async fn upload_encoded(
         .len();
     let part_size = part_size_for(opts.part_size, file_len);
     let concurrency = opts.upload_concurrency.max(1);
+    // Held until the upload ends; taken before anything is read.
+    let _multipart = if file_len >= part_size as u64 {
+        multipart_slot().await
+    } else {
+        None
+    };
 
-    let (tx, mut rx) = mpsc::channel::<Bytes>(8);
+    let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_FRAMES);
     let p = path.to_path_buf();
     let producer =
         tokio::task::spawn_blocking(move || encode_file(&p, level, frame_size, file_len, tx));
 
     let mut pending: Vec<Bytes> = Vec::new();
     let mut pending_len = 0usize;
-    let mut upload: Option<WriteMultipart> = None;
+    let mut upload: Option<PartUpload> = None;
     let consumed: Result<(), object_store::Error> = async {
         while let Some(chunk) = rx.recv().await {
             match upload.as_mut() {
-                Some(w) => {
-                    w.wait_for_capacity(concurrency).await?;
-                    w.put(chunk);
-                }
+                Some(w) => w.put(chunk).await?,
                 None => {
                     pending_len += chunk.len();
                     pending.push(chunk);
                     if pending_len >= part_size {
                         let mp = repo.store().put_multipart(key).await?;
-                        let mut w = WriteMultipart::new_with_chunk_size(mp, part_size);
+                        let w = upload.insert(PartUpload::new(mp, part_size, concurrency));
                         for c in pending.drain(..) {
-                            w.put(c);
+                            w.put(c).await?;
                         }
-                        upload = Some(w);
                     }
                 }
             }
@@ -255,7 +266,7 @@ async fn upload_encoded(
     drop(rx);
     let produced = producer.await.map_err(join_err);
 
-    let abort = |upload: Option<WriteMultipart>| async move {
+    let abort = |upload: Option<PartUpload>| async move {
         if let Some(w) = upload {
             let _ = w.abort().await;
         }
@@ -376,7 +387,11 @@ fn encode_file(
         // a zeroed frame-size buffer per small file costs more than compressing it.
         let left = expected_len.saturating_sub(raw_size).saturating_add(1);
         let want = (frame_size as u64).min(left) as usize;
-        let mut buf = Vec::with_capacity(want);
+        let mut buf = match level {
+            // Sent as it is, and its buffer reused once the upload has sent it.
+            None => frame_pool::empty_buffer(want),
+            Some(_) => Vec::with_capacity(want),
+        };
         let n = read_up_to(&mut file, &mut buf, want).map_err(read_err)?;
         if n == 0 {
             break;
