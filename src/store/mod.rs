@@ -19,6 +19,7 @@
 //! - [`frame_pool`]: the process-wide budget for frames being read, and their buffers.
 //! - [`writeback`]: a restored file's disk writes started while it is written.
 //! - [`pack`]: many small files in one blob: `put_pack`, and `get_from_pack` splitting it.
+//! - [`parts`]: multipart uploads a few at a time, their parts in flight under one budget.
 //! - [`error`]: the typed [`StoreError`] and how backend errors are classified.
 //!
 //! The API is async (tokio); CPU work runs on rayon's pool and blocking file I/O on
