@@ -387,10 +387,12 @@ fn encode_file(
         // a zeroed frame-size buffer per small file costs more than compressing it.
         let left = expected_len.saturating_sub(raw_size).saturating_add(1);
         let want = (frame_size as u64).min(left) as usize;
-        let mut buf = match level {
-            // Sent as it is, and its buffer reused once the upload has sent it.
-            None => frame_pool::empty_buffer(want),
-            Some(_) => Vec::with_capacity(want),
+        // A whole frame sent as it is: its buffer is reused once the upload has sent it.
+        // Anything shorter gets a buffer of its own size (a pooled one is a whole frame).
+        let mut buf = if level.is_none() && want == frame_size as usize {
+            frame_pool::empty_buffer(want)
+        } else {
+            Vec::with_capacity(want)
         };
         let n = read_up_to(&mut file, &mut buf, want).map_err(read_err)?;
         if n == 0 {
