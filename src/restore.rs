@@ -21,7 +21,7 @@
 //! Paths come from the catalog, which comes from the repository: each one is checked to
 //! stay inside the target (no `..`, no absolute paths, no symbolic links on the way).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::path::{Component as PathComponent, Path, PathBuf};
 use std::sync::Arc;
@@ -405,12 +405,21 @@ fn checked_relative(path: &Path, shown: &str) -> Result<PathBuf, RestoreError> {
 }
 
 /// Creates the parent directories of `target/rel`, refusing to pass through a symbolic
-/// link or anything that is not a directory.
-fn prepare_parent(target: &Path, rel: &Path) -> Result<PathBuf, RestoreError> {
+/// link or anything that is not a directory. `checked` holds the directories this
+/// restore already checked or created, so that each is looked at once, not once per
+/// file under it.
+fn prepare_parent(
+    target: &Path,
+    rel: &Path,
+    checked: &mut HashSet<PathBuf>,
+) -> Result<PathBuf, RestoreError> {
     let mut dir = target.to_path_buf();
     let parts: Vec<_> = rel.components().collect();
     for part in &parts[..parts.len().saturating_sub(1)] {
         dir.push(part);
+        if checked.contains(&dir) {
+            continue;
+        }
         match fs::symlink_metadata(&dir) {
             Ok(m) if m.file_type().is_symlink() => {
                 return Err(RestoreError::LinkInTarget {
@@ -433,6 +442,7 @@ fn prepare_parent(target: &Path, rel: &Path) -> Result<PathBuf, RestoreError> {
             }
             Err(source) => return Err(RestoreError::Io { path: dir, source }),
         }
+        checked.insert(dir.clone());
     }
     let dest = target.join(rel);
     if fs::symlink_metadata(&dest).is_ok_and(|m| m.file_type().is_symlink()) {
@@ -607,8 +617,9 @@ pub async fn execute(
 
     // Group by content: one download per blob, hard links for the other paths.
     let mut by_hash: HashMap<Hash32, Vec<(&PlannedFile, PathBuf)>> = HashMap::new();
+    let mut checked_dirs = HashSet::new();
     for f in &plan.files {
-        let dest = prepare_parent(&opts.to, &f.dest)?;
+        let dest = prepare_parent(&opts.to, &f.dest, &mut checked_dirs)?;
         match in_place(&dest, &f.version.hash, f.version.size)? {
             Some(true) if opts.existing != ExistingFiles::Refuse => {
                 // A run killed between placing a file and setting its mtime left the
@@ -814,7 +825,7 @@ async fn restore_blob(
         }
         return out;
     }
-    place_others(&hash, &targets, point, progress, &mut out);
+    place_others(vec![(&hash, &targets)], point, progress, &mut out).await;
     out
 }
 
@@ -847,6 +858,7 @@ async fn restore_pack(
     let (outcomes, failed) = repo
         .get_from_pack(&BlobId::from_bytes(pack), extracts)
         .await;
+    let mut restored = Vec::with_capacity(wanted.len());
     for ((hash, targets), outcome) in wanted.into_iter().zip(outcomes) {
         let error: Option<String> = match (&outcome, &failed) {
             (Some(Ok(_)), _) => None,
@@ -860,58 +872,115 @@ async fn restore_pack(
                     out.failed.push(failure(f, hash, point, &e));
                 }
             }
-            None => place_others(hash, targets, point, progress, &mut out),
+            None => restored.push((hash, targets.as_slice())),
         }
     }
+    place_others(restored, point, progress, &mut out).await;
     out
 }
 
-/// After the first file of `targets` was downloaded (its mtime set before its fsync):
-/// hard-links or copies it to the others.
-fn place_others(
-    hash: &Hash32,
-    targets: &[(&PlannedFile, PathBuf)],
+/// A path to give content that is already restored at another: owned, so that the
+/// linking and copying can run on a blocking thread.
+struct OtherPath {
+    dest: PathBuf,
+    mtime: Micros,
+    /// Under `snapshots/` or `backups/`, where Cassandra makes hard links.
+    link_location: bool,
+}
+
+impl OtherPath {
+    fn of(f: &PlannedFile, dest: &Path) -> Self {
+        Self {
+            dest: dest.to_path_buf(),
+            mtime: f.version.mtime,
+            link_location: is_link_location(&f.version.key.rel_path),
+        }
+    }
+}
+
+/// After the first file of each of `contents` was restored (its mtime set before its
+/// fsync): hard-links or copies it to the others. The links and copies (each copy
+/// fsynced) run on a blocking thread: this future is polled on the thread that drives
+/// every download of the restore, and a thousand fsyncs there stalled them all.
+async fn place_others(
+    contents: Vec<(&Hash32, &[(&PlannedFile, PathBuf)])>,
     point: &str,
     progress: &Progress,
     out: &mut BlobResult,
 ) {
-    let Some(((first, first_dest), rest)) = targets.split_first() else {
+    let contents: Vec<_> = contents
+        .into_iter()
+        .filter_map(|(hash, targets)| Some((hash, targets.split_first()?)))
+        .collect();
+    let mut work = Vec::with_capacity(contents.len());
+    for (_, ((first, first_dest), rest)) in &contents {
+        out.downloaded += 1;
+        progress.add_done(first.version.size);
+        let rest: Vec<OtherPath> = rest
+            .iter()
+            .map(|(f, dest)| OtherPath::of(f, dest))
+            .collect();
+        work.push((OtherPath::of(first, first_dest), rest));
+    }
+    if work.iter().all(|(_, rest)| rest.is_empty()) {
         return;
+    }
+    let placed = tokio::task::spawn_blocking(move || {
+        work.iter()
+            .map(|(first, rest)| link_or_copy(first, rest))
+            .collect::<Vec<_>>()
+    })
+    .await;
+    let placed = match placed {
+        Ok(placed) => placed,
+        Err(e) => {
+            let e = format!("internal error placing copies: {e}");
+            for (hash, (_, rest)) in &contents {
+                for (f, _) in *rest {
+                    out.failed.push(failure(f, hash, point, &e));
+                    progress.add_done(f.version.size);
+                }
+            }
+            return;
+        }
     };
-    out.downloaded += 1;
-    progress.add_done(first.version.size);
-    // Files placed so far with this content: (path, mtime, in snapshots/ or backups/).
-    let mut placed: Vec<(&Path, Micros, bool)> = vec![(
-        first_dest.as_path(),
-        first.version.mtime,
-        is_link_location(&first.version.key.rel_path),
-    )];
-    for (f, dest) in rest {
+    for ((hash, (_, rest)), results) in contents.iter().zip(placed) {
+        for ((f, _), result) in rest.iter().zip(results) {
+            match result {
+                Ok(true) => out.linked += 1,
+                Ok(false) => out.copied += 1,
+                Err(e) => out.failed.push(failure(f, hash, point, &e)),
+            }
+            progress.add_done(f.version.size);
+        }
+    }
+}
+
+/// Gives the content restored at `first` to each of `rest`: `Ok(true)` for a hard
+/// link, `Ok(false)` for a copy.
+fn link_or_copy(first: &OtherPath, rest: &[OtherPath]) -> Vec<std::io::Result<bool>> {
+    // Files placed so far with this content.
+    let mut placed: Vec<&OtherPath> = vec![first];
+    let mut results = Vec::with_capacity(rest.len());
+    for other in rest {
         // Cassandra's own hard links (snapshots/, backups/) are restored as hard links: same
         // content and same mtime mean the same inode on the node. Anything else was a
         // separate file and stays one (Cassandra appends to a live TOC.txt in place).
-        let in_link_location = is_link_location(&f.version.key.rel_path);
         let link_to = placed
             .iter()
-            .find(|(_, mtime, linked)| *mtime == f.version.mtime && (*linked || in_link_location))
-            .map(|(p, _, _)| *p);
-        let result = (|| {
-            let _ = fs::remove_file(dest);
-            if let Some(source) = link_to
-                && fs::hard_link(source, dest).is_ok()
-            {
-                return Ok(true);
-            }
-            copy_into_place(first_dest, dest, f.version.mtime).map(|_| false)
-        })();
-        match result {
-            Ok(true) => out.linked += 1,
-            Ok(false) => out.copied += 1,
-            Err(e) => out.failed.push(failure(f, hash, point, &e)),
+            .find(|p| p.mtime == other.mtime && (p.link_location || other.link_location))
+            .map(|p| p.dest.as_path());
+        let _ = fs::remove_file(&other.dest);
+        let result = match link_to {
+            Some(source) if fs::hard_link(source, &other.dest).is_ok() => Ok(true),
+            _ => copy_into_place(&first.dest, &other.dest, other.mtime).map(|_| false),
+        };
+        if result.is_ok() {
+            placed.push(other);
         }
-        placed.push((dest.as_path(), f.version.mtime, in_link_location));
-        progress.add_done(f.version.size);
+        results.push(result);
     }
+    results
 }
 
 /// Writes the content `hash` to `dest` (verified, fsynced, renamed into place), from
@@ -1018,7 +1087,10 @@ fn importable(version: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::schedule;
+    use std::fs;
+    use std::os::unix::fs::MetadataExt;
+
+    use super::{OtherPath, link_or_copy, schedule};
 
     #[test]
     fn the_largest_blobs_start_first_and_the_packs_are_spread_among_them() {
@@ -1047,5 +1119,52 @@ mod tests {
         let only_singles = schedule(vec![(5, 'x'), (0, 'y'), (9, 'z')], Vec::new());
         assert_eq!(only_singles, ['z', 'x', 'y']);
         assert!(schedule::<u8>(Vec::new(), Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn cassandras_hard_links_come_back_as_links_and_other_copies_as_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str, mtime: i64, link_location: bool| OtherPath {
+            dest: dir.path().join(name),
+            mtime,
+            link_location,
+        };
+        let first = at("live-Data.db", 1_000_000, false);
+        fs::write(&first.dest, b"content").unwrap();
+        let rest = [
+            // The same bytes in another live file: its own inode.
+            at("other-Data.db", 1_000_000, false),
+            // A snapshot of a live file: same mtime, in snapshots/.
+            at("snap-Data.db", 1_000_000, true),
+            // In backups/, but written at another time: not the same inode on the node.
+            at("backup-Data.db", 2_000_000, true),
+            // A destination that cannot be written: fails alone.
+            at("missing-dir/x-Data.db", 1_000_000, true),
+            // A failure before it stops nothing.
+            at("snap2-Data.db", 1_000_000, true),
+        ];
+        let results = link_or_copy(&first, &rest);
+        let got: Vec<Option<bool>> = results.iter().map(|r| r.as_ref().ok().copied()).collect();
+        assert_eq!(
+            got,
+            [Some(false), Some(true), Some(false), None, Some(true)]
+        );
+        let ino = |p: &OtherPath| fs::metadata(&p.dest).unwrap().ino();
+        assert_eq!(ino(&rest[1]), ino(&first));
+        assert_eq!(ino(&rest[4]), ino(&first));
+        for copy in [&rest[0], &rest[2]] {
+            assert_ne!(ino(copy), ino(&first));
+            assert_eq!(fs::read(&copy.dest).unwrap(), b"content");
+            let meta = fs::metadata(&copy.dest).unwrap();
+            let micros = meta.mtime() * 1_000_000 + meta.mtime_nsec() / 1_000;
+            assert_eq!(micros, copy.mtime);
+        }
+        assert!(!rest[3].dest.exists());
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".partial"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 }
