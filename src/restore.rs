@@ -879,16 +879,16 @@ async fn restore_pack(
     out
 }
 
-/// A path to give content that is already restored at another: owned, so that the
-/// linking and copying can run on a blocking thread.
-struct OtherPath {
+/// Where one file of a content goes: owned, so that the linking and copying can run on
+/// a blocking thread.
+struct Placement {
     dest: PathBuf,
     mtime: Micros,
     /// Under `snapshots/` or `backups/`, where Cassandra makes hard links.
     link_location: bool,
 }
 
-impl OtherPath {
+impl Placement {
     fn of(f: &PlannedFile, dest: &Path) -> Self {
         Self {
             dest: dest.to_path_buf(),
@@ -916,11 +916,11 @@ async fn place_others(
     for (_, ((first, first_dest), rest)) in &contents {
         out.downloaded += 1;
         progress.add_done(first.version.size);
-        let rest: Vec<OtherPath> = rest
+        let rest: Vec<Placement> = rest
             .iter()
-            .map(|(f, dest)| OtherPath::of(f, dest))
+            .map(|(f, dest)| Placement::of(f, dest))
             .collect();
-        work.push((OtherPath::of(first, first_dest), rest));
+        work.push((Placement::of(first, first_dest), rest));
     }
     if work.iter().all(|(_, rest)| rest.is_empty()) {
         return;
@@ -958,9 +958,9 @@ async fn place_others(
 
 /// Gives the content restored at `first` to each of `rest`: `Ok(true)` for a hard
 /// link, `Ok(false)` for a copy.
-fn link_or_copy(first: &OtherPath, rest: &[OtherPath]) -> Vec<std::io::Result<bool>> {
+fn link_or_copy(first: &Placement, rest: &[Placement]) -> Vec<std::io::Result<bool>> {
     // Files placed so far with this content.
-    let mut placed: Vec<&OtherPath> = vec![first];
+    let mut placed: Vec<&Placement> = vec![first];
     let mut results = Vec::with_capacity(rest.len());
     for other in rest {
         // Cassandra's own hard links (snapshots/, backups/) are restored as hard links: same
@@ -1090,7 +1090,7 @@ mod tests {
     use std::fs;
     use std::os::unix::fs::MetadataExt;
 
-    use super::{OtherPath, link_or_copy, schedule};
+    use super::{Placement, link_or_copy, schedule};
 
     #[test]
     fn the_largest_blobs_start_first_and_the_packs_are_spread_among_them() {
@@ -1124,7 +1124,7 @@ mod tests {
     #[test]
     fn cassandras_hard_links_come_back_as_links_and_other_copies_as_files() {
         let dir = tempfile::tempdir().unwrap();
-        let at = |name: &str, mtime: i64, link_location: bool| OtherPath {
+        let at = |name: &str, mtime: i64, link_location: bool| Placement {
             dest: dir.path().join(name),
             mtime,
             link_location,
@@ -1149,7 +1149,7 @@ mod tests {
             got,
             [Some(false), Some(true), Some(false), None, Some(true)]
         );
-        let ino = |p: &OtherPath| fs::metadata(&p.dest).unwrap().ino();
+        let ino = |p: &Placement| fs::metadata(&p.dest).unwrap().ino();
         assert_eq!(ino(&rest[1]), ino(&first));
         assert_eq!(ino(&rest[4]), ino(&first));
         for copy in [&rest[0], &rest[2]] {
