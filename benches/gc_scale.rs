@@ -231,6 +231,7 @@ async fn run(n: usize, dir: &Path, s3: bool) {
         grace: 0,
         dry_run: false,
         force: false,
+        release_last_state: Vec::new(),
         parallel: 16,
         as_of: None,
     };

@@ -137,8 +137,10 @@ pub struct GcArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Run even with no history in the repository, or a retention that keeps no past point.
-    #[arg(long)]
-    pub force: bool,
+    /// `--force NODE` (repeatable) also lets the retention free the last state in which
+    /// that node had data (a node decommissioned for good); no other node's.
+    #[arg(long, value_name = "NODE", num_args = 0..)]
+    pub force: Option<Vec<String>>,
     /// Concurrent delete requests.
     #[arg(long, value_name = "N", default_value_t = 16)]
     pub parallel: usize,

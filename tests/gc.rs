@@ -202,6 +202,8 @@ struct Rig {
     as_of: Option<Micros>,
     /// Back up with `pack_small_files`.
     pack: bool,
+    /// gc may free the node's last state with data (`gc --force n1`).
+    release_last_state: bool,
 }
 
 impl Rig {
@@ -224,6 +226,7 @@ impl Rig {
             view: Catalog::open(&root.join("n1.all-nodes.db")).unwrap(),
             as_of: None,
             pack: false,
+            release_last_state: false,
             _tmp: tmp,
             root,
             data,
@@ -261,6 +264,11 @@ impl Rig {
             grace,
             dry_run: false,
             force: false,
+            release_last_state: if self.release_last_state {
+                vec!["n1".into()]
+            } else {
+                Vec::new()
+            },
             parallel: 4,
             as_of: self.as_of,
         };
@@ -450,6 +458,19 @@ async fn check_history(
             }
         }
     }
+    // A node with no file left keeps its last state with data, whatever the rules say:
+    // the state of the last point that had files (its files all ended in the next pass).
+    let last_with_data = points.iter().rev().find(|p| !p.2.is_empty());
+    match (points.last(), last_with_data) {
+        (Some((_, _, now)), Some((name, _, last))) if now.is_empty() => {
+            needed.extend(blobs_of(last));
+            if let Some(t) = second.nodes[0].last_state_kept {
+                let got = rig.restore(&timespec::format_precise(t)).await.unwrap();
+                assert_eq!(&got, last, "last state with data (that of {name})");
+            }
+        }
+        _ => assert_eq!(second.nodes[0].last_state_kept, None, "{second:?}"),
+    }
     assert_eq!(
         stored_blobs(&rig.repo_dir),
         needed,
@@ -505,8 +526,9 @@ async fn refusals_dry_run_and_grace() {
     let mut rig = Rig::new(None).await;
     let mut history = History::new(&rig.data);
     history.apply(&Step::Flush(500, 1));
+    history.apply(&Step::Flush(500, 3));
     rig.backup("a").await;
-    history.apply(&Step::DropAll);
+    history.apply(&Step::Compact(4));
     rig.backup("b").await;
 
     // A policy that keeps no past point is refused, and changes nothing.
@@ -518,6 +540,7 @@ async fn refusals_dry_run_and_grace() {
         grace: 0,
         dry_run: false,
         force: false,
+        release_last_state: Vec::new(),
         parallel: 2,
         as_of: None,
     };
@@ -542,6 +565,7 @@ async fn refusals_dry_run_and_grace() {
         grace: 0,
         dry_run: true,
         force: false,
+        release_last_state: Vec::new(),
         parallel: 2,
         as_of: None,
     };
@@ -554,7 +578,7 @@ async fn refusals_dry_run_and_grace() {
     .await
     .unwrap();
     assert_eq!(s.nodes[0].snapshots_dropped, vec!["a".to_string()]);
-    assert_eq!(s.blobs_condemned, 2, "Data.db and TOC.txt: {s:?}");
+    assert_eq!(s.blobs_condemned, 2, "the two compacted Data.db: {s:?}");
     assert_eq!(tree(&rig.root.join("repo")), before);
 
     // With a grace period, condemned blobs wait.
@@ -733,6 +757,7 @@ async fn a_blob_referenced_while_gc_deletes_is_absolved_not_deleted() {
         grace: 0,
         dry_run: false,
         force: false,
+        release_last_state: Vec::new(),
         parallel: 4,
         as_of: None,
     };
@@ -850,9 +875,14 @@ async fn packs_stay_while_a_file_in_them_is_needed_and_go_after() {
     assert_eq!(kept.blobs_condemned, 0, "{kept:?}");
     assert_eq!(rig.restore("two").await.unwrap(), tree(&rig.data));
 
-    // Nothing live any more: both packs are condemned...
+    // Nothing live any more: gc keeps the last state with data...
     history.apply(&Step::DropAll);
     rig.backup("three").await;
+    let held = rig.gc(keep_last.clone(), 0).await;
+    assert_eq!(held.blobs_condemned, 0, "{held:?}");
+    assert!(held.nodes[0].last_state_kept.is_some(), "{held:?}");
+    // ...unless told the node is gone for good: then both packs are condemned...
+    rig.release_last_state = true;
     let condemned = rig.gc(keep_last.clone(), 0).await;
     assert_eq!(condemned.blobs_condemned, 2, "{condemned:?}");
     // ...then an SSTable comes back: its files are only in condemned packs, so the

@@ -336,6 +336,7 @@ fn a_node_never_frees_what_another_node_still_references_and_config_retention_ap
     write_sstable(&a, 1, &shared);
     write_sstable(&b, 1, &shared);
     write_sstable(&a, 2, &content(8, 5000));
+    write_sstable(&a, 3, &content(9, 5000));
     for (node, dir) in [("a", &a), ("b", &b)] {
         ok(repo
             .as_node(node)
@@ -344,7 +345,8 @@ fn a_node_never_frees_what_another_node_still_references_and_config_retention_ap
             .output()
             .unwrap());
     }
-    // Node a drops both of its SSTables; b still has the shared one.
+    // Node a drops two of its SSTables; b still has the shared one. (A node left with
+    // no file at all keeps its last state: tested below.)
     remove_sstable(&a, 1);
     remove_sstable(&a, 2);
     ok(repo
@@ -368,7 +370,7 @@ fn a_node_never_frees_what_another_node_still_references_and_config_retention_ap
         assert!(stdout.contains("keep 1 last"), "{stdout}");
     }
     // Only a's own SSTable 2 is gone; the shared Data.db and TOC.txt stay for b.
-    assert_eq!(repo.blob_count(), 2);
+    assert_eq!(repo.blob_count(), 3);
     let shared_id = blake3::hash(&shared).to_hex().to_string();
     assert!(
         walk(&repo.path("repo/blobs"))
@@ -399,4 +401,102 @@ fn a_node_never_frees_what_another_node_still_references_and_config_retention_ap
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("is no longer restorable"), "{stderr}");
+}
+
+/// The instant a gc summary says a node's last state with data was kept at.
+fn last_state_kept(stdout: &str, node: &str) -> Option<String> {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("node {node}: has had no file since")))?;
+    let at = line.split("restore it with --at ").nth(1)?;
+    Some(at.split(';').next()?.to_string())
+}
+
+#[test]
+fn a_node_with_no_file_left_keeps_its_last_state_until_force_names_it() {
+    let repo = Repo::new();
+    let (a, b) = (repo.path("a"), repo.path("b"));
+    let (one, two) = (content(11, 6000), content(12, 6000));
+    write_sstable(&a, 1, &one);
+    write_sstable(&a, 2, &two);
+    write_sstable(&b, 1, &content(13, 6000));
+    for (node, dir) in [("a", &a), ("b", &b)] {
+        ok(repo
+            .as_node(node)
+            .args(["backup", "--init", "--data-dir"])
+            .arg(dir)
+            .output()
+            .unwrap());
+    }
+    let before: BTreeMap<String, String> = walk(&a.join("ks"));
+    // Every file of node a ends (its table truncated); b goes on.
+    remove_sstable(&a, 1);
+    remove_sstable(&a, 2);
+    ok(repo
+        .as_node("a")
+        .args(["backup", "--data-dir"])
+        .arg(&a)
+        .output()
+        .unwrap());
+    std::thread::sleep(Duration::from_millis(1500));
+    // Data.db 1, 2 and b's, and the TOC.txt they all share.
+    assert_eq!(repo.blob_count(), 4);
+    let gc = |extra: &[&str]| {
+        let out = repo
+            .as_node("b")
+            .args(["gc", "--keep-within", "1s", "--grace", "0s"])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            text(&out),
+        )
+    };
+    // The retention would free a's whole history: the dry run says what the rule keeps.
+    let (code, stdout, all) = gc(&["--dry-run"]);
+    assert_eq!(code, Some(0), "{all}");
+    let at = last_state_kept(&stdout, "a").unwrap_or_else(|| panic!("{all}"));
+    assert!(stdout.contains("would be kept"), "{all}");
+    assert_eq!(last_state_kept(&stdout, "b"), None, "b has files: {all}");
+    // Run twice (grace 0: the second run deletes what the first condemned); naming
+    // another node does not release a's last state.
+    for extra in [&[][..], &["--force", "b"][..]] {
+        let (code, stdout, all) = gc(extra);
+        assert_eq!(code, Some(0), "{all}");
+        assert_eq!(
+            last_state_kept(&stdout, "a").as_deref(),
+            Some(at.as_str()),
+            "{all}"
+        );
+    }
+    assert_eq!(repo.blob_count(), 4, "a's last state keeps its blobs");
+    let restored = repo.path("restored-a");
+    ok(repo
+        .as_node("a")
+        .args(["restore", "--at", &at, "--to"])
+        .arg(&restored)
+        .output()
+        .unwrap());
+    assert_eq!(walk(&restored.join("ks")), before);
+    // A node name gc does not know is refused, and changes nothing.
+    let (code, _, all) = gc(&["--force", "no-such-node"]);
+    assert_eq!(code, Some(1), "{all}");
+    assert!(
+        all.contains("no-such-node") && all.contains("check the name"),
+        "{all}"
+    );
+    // Naming the node lets the retention free it (condemned, then deleted).
+    for _ in 0..2 {
+        let (code, stdout, all) = gc(&["--force", "a"]);
+        assert_eq!(code, Some(0), "{all}");
+        assert_eq!(last_state_kept(&stdout, "a"), None, "{all}");
+    }
+    assert_eq!(repo.blob_count(), 2, "b's Data.db and the shared TOC.txt");
+    ok(repo
+        .as_node("b")
+        .args(["verify", "--read-data"])
+        .output()
+        .unwrap());
 }

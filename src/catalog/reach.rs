@@ -102,6 +102,27 @@ impl Catalog {
             .map_err(self.err())
     }
 
+    /// The last instant at which `node` had a live file, when it has none now: the end of
+    /// its last version, less one microsecond (versions are valid `[from, to)`). `None`
+    /// when a version is still open (the current state, which gc always keeps, has
+    /// data) or when the node never had a file.
+    pub fn last_instant_with_data(&self, node: &str) -> Result<Option<Micros>, CatalogError> {
+        self.conn
+            .query_row(
+                // CROSS JOIN: the node's files first (its index), then each file's versions.
+                "SELECT CASE WHEN EXISTS (
+                            SELECT 1 FROM files f CROSS JOIN versions v ON v.file_id = f.id
+                            WHERE f.node = ?1 AND v.valid_to IS NULL)
+                        THEN NULL
+                        ELSE (SELECT MAX(v.valid_to) - 1 FROM files f CROSS JOIN versions v
+                              ON v.file_id = f.id
+                              WHERE f.node = ?1 AND v.valid_to > v.valid_from) END",
+                [node],
+                |r| r.get::<_, Option<Micros>>(0),
+            )
+            .map_err(self.err())
+    }
+
     /// Marks every blob a retained version refers to (under the policies set, or all
     /// versions for nodes without one). Returns how many distinct blobs that is.
     /// The hashes go through SQLite's sorter (`+` keeps it from walking the hash index,

@@ -22,7 +22,8 @@ pub fn run(args: &GcArgs, settings: &Settings) -> Result<ExitCode, Failure> {
         policy: policy(args, settings)?,
         grace: duration("--grace", &args.grace)?,
         dry_run: args.dry_run,
-        force: args.force,
+        force: args.force.is_some(),
+        release_last_state: args.force.clone().unwrap_or_default(),
         parallel: args.parallel.max(1),
         as_of: None,
     };
@@ -107,6 +108,18 @@ fn print_summary(s: &GcSummary) {
                 verb("forgotten", "would be forgotten"),
             ),
             None => println!("node {}: all history kept", n.node),
+        }
+        if let Some(last) = n.last_state_kept {
+            println!(
+                "node {}: has had no file since {}; its last state with data ({}, {} file version(s)) {} kept although the retention would drop it (restore it with --at {}; `--force {}` lets it go)",
+                n.node,
+                timespec::format_precise(last + 1),
+                timespec::format_precise(last),
+                n.versions_held,
+                verb("was", "would be"),
+                timespec::format_precise(last),
+                n.node,
+            );
         }
     }
     println!(

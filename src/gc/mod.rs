@@ -67,6 +67,9 @@ pub struct GcOptions {
     pub dry_run: bool,
     /// Run even when there is no history at all, or the policy keeps no past point.
     pub force: bool,
+    /// Nodes whose last state with data the retention may free (`--force NODE`): a node
+    /// decommissioned for good. Every other node keeps it, whatever the rules say.
+    pub release_last_state: Vec<String>,
     /// Concurrent delete requests.
     pub parallel: usize,
     /// Evaluate the retention as of this time instead of the current time (it must not
@@ -95,6 +98,10 @@ pub enum GcError {
         policy: String,
         snapshots: usize,
     },
+    #[error(
+        "--force names node {node:?}, which has no history in this repository (its nodes: {known}): check the name"
+    )]
+    UnknownNode { node: String, known: String },
 }
 
 /// What gc did (or, with `dry_run`, would do) to one node's history.
@@ -106,6 +113,11 @@ pub struct NodeReport {
     pub snapshots_kept: u64,
     pub snapshots_dropped: Vec<String>,
     pub versions_dropped: u64,
+    /// The node has no file now and the rules would have freed its last state with
+    /// data: this instant (restorable with `restore --at`) was kept anyway.
+    pub last_state_kept: Option<Micros>,
+    /// Versions that rule kept.
+    pub versions_held: u64,
 }
 
 /// The outcome of a run.
@@ -173,54 +185,20 @@ pub async fn run(
     }
 
     // 3: retention, evaluated per node.
+    if let Some(unknown) = opts.release_last_state.iter().find(|n| !nodes.contains(n)) {
+        return Err(GcError::UnknownNode {
+            node: unknown.clone(),
+            known: nodes.join(", "),
+        });
+    }
     let now = opts
         .as_of
         .map_or_else(timespec::now, |t| t.min(timespec::now()));
     let mut retention_changes = Vec::new();
     for node in &nodes {
-        let mut report = NodeReport {
-            node: node.clone(),
-            ..NodeReport::default()
-        };
-        if !opts.policy.is_empty() {
-            let snapshots = view.snapshots(&SnapshotFilter {
-                node: Some(node.clone()),
-                ..SnapshotFilter::default()
-            })?;
-            let kept = opts.policy.select(&snapshots);
-            let keep_from = opts.policy.keep_from(now);
-            let points: Vec<Micros> = snapshots
-                .iter()
-                .filter(|s| kept.contains(&s.name))
-                .map(|s| s.time)
-                .collect();
-            let dropped: Vec<String> = snapshots
-                .iter()
-                .filter(|s| !kept.contains(&s.name) && s.time < keep_from)
-                .map(|s| s.name.clone())
-                .collect();
-            view.reach_set_policy(node, keep_from, &points)?;
-            report.keep_from = Some(keep_from);
-            report.snapshots_kept = (snapshots.len() - dropped.len()) as u64;
-            report.versions_dropped = view.reach_count_dropped(node)?;
-            let keeps_no_past = opts.policy.keep_within.is_none() && points.is_empty();
-            if keeps_no_past && (report.versions_dropped > 0 || !dropped.is_empty()) && !opts.force
-            {
-                return Err(GcError::KeepsNothing {
-                    node: node.clone(),
-                    policy: opts.policy.describe(),
-                    snapshots: snapshots.len(),
-                });
-            }
-            report.snapshots_dropped = dropped.clone();
-            retention_changes.push(Change::Retention {
-                node: node.clone(),
-                keep_from,
-                points,
-                dropped_snapshots: dropped,
-            });
-        }
+        let (report, change) = node_retention(view, node, opts, now)?;
         summary.nodes.push(report);
+        retention_changes.extend(change);
     }
     if !opts.dry_run && !retention_changes.is_empty() {
         mirror::append_gc_batch(repo, view, retention_changes).await?;
@@ -300,6 +278,79 @@ pub async fn run(
     }
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// Evaluates the retention of one node: what it keeps and drops, and the `Retention`
+/// change that applies it (none when the policy is empty: all history kept).
+///
+/// Whatever the rules say, the last state in which the node had data stays restorable
+/// unless `--force` names the node: a node whose files all ended (decommissioned, or a
+/// data directory that vanished and was recorded as such) keeps the instant before its
+/// last file ended as a retained point.
+fn node_retention(
+    view: &mut Catalog,
+    node: &str,
+    opts: &GcOptions,
+    now: Micros,
+) -> Result<(NodeReport, Option<Change>), GcError> {
+    let mut report = NodeReport {
+        node: node.to_string(),
+        ..NodeReport::default()
+    };
+    if opts.policy.is_empty() {
+        return Ok((report, None));
+    }
+    let snapshots = view.snapshots(&SnapshotFilter {
+        node: Some(node.to_string()),
+        ..SnapshotFilter::default()
+    })?;
+    let kept = opts.policy.select(&snapshots);
+    let keep_from = opts.policy.keep_from(now);
+    let mut points: Vec<Micros> = snapshots
+        .iter()
+        .filter(|s| kept.contains(&s.name))
+        .map(|s| s.time)
+        .collect();
+    let dropped: Vec<String> = snapshots
+        .iter()
+        .filter(|s| !kept.contains(&s.name) && s.time < keep_from)
+        .map(|s| s.name.clone())
+        .collect();
+    view.reach_set_policy(node, keep_from, &points)?;
+    report.keep_from = Some(keep_from);
+    report.snapshots_kept = (snapshots.len() - dropped.len()) as u64;
+    report.versions_dropped = view.reach_count_dropped(node)?;
+    let keeps_no_past = opts.policy.keep_within.is_none() && points.is_empty();
+    if keeps_no_past && (report.versions_dropped > 0 || !dropped.is_empty()) && !opts.force {
+        return Err(GcError::KeepsNothing {
+            node: node.to_string(),
+            policy: opts.policy.describe(),
+            snapshots: snapshots.len(),
+        });
+    }
+    let last = if opts.release_last_state.iter().any(|n| n == node) {
+        None
+    } else {
+        view.last_instant_with_data(node)?
+    };
+    if let Some(last) = last.filter(|t| *t < keep_from && !points.contains(t)) {
+        view.reach_set_policy(node, keep_from, &[last])?;
+        let dropped_now = view.reach_count_dropped(node)?;
+        if dropped_now < report.versions_dropped {
+            report.last_state_kept = Some(last);
+            report.versions_held = report.versions_dropped - dropped_now;
+            report.versions_dropped = dropped_now;
+            points.push(last);
+        }
+    }
+    report.snapshots_dropped = dropped.clone();
+    let change = Change::Retention {
+        node: node.to_string(),
+        keep_from,
+        points,
+        dropped_snapshots: dropped,
+    };
+    Ok((report, Some(change)))
 }
 
 /// LISTs `blobs/` into the view's temporary table, `concurrency` shards at a time.
