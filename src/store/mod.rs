@@ -34,6 +34,7 @@ pub mod pack;
 mod parts;
 mod read;
 pub mod repo;
+pub(crate) mod retry;
 pub mod url;
 mod write;
 mod writeback;
