@@ -79,8 +79,18 @@ fn one_line(e: &anyhow::Error) -> String {
 }
 
 impl From<anyhow::Error> for Failure {
+    /// A store error in what the operator gave (URL, endpoint, credentials) is bad
+    /// configuration (exit 2); anything else a failure (exit 1).
     fn from(e: anyhow::Error) -> Self {
-        Failure::Failed(e)
+        let usage = e.chain().any(|c| {
+            c.downcast_ref::<tablesafe::store::StoreError>()
+                .is_some_and(|s| s.is_usage())
+        });
+        if usage {
+            Failure::Usage(one_line(&e))
+        } else {
+            Failure::Failed(e)
+        }
     }
 }
 

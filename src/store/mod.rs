@@ -26,6 +26,7 @@
 //! tokio's blocking threads, so callers need a multi-threaded tokio runtime.
 
 pub mod blob;
+pub mod credentials;
 pub mod error;
 mod frame_pool;
 pub mod hash;

@@ -52,7 +52,7 @@ where
         }
         let sleep = jitter(backoff).min(opts.retry_timeout - elapsed);
         if attempt == 0 {
-            tracing::warn!(what, error = %err, "storage request failed, retrying for up to {:?}", opts.retry_timeout);
+            tracing::info!(what, error = %err, "storage request failed, retrying for up to {:?}", opts.retry_timeout);
         } else {
             tracing::debug!(what, attempt, error = %err, ?sleep, "storage request failed again");
         }

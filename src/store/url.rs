@@ -30,6 +30,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::prefix::PrefixStore;
 use object_store::{BackoffConfig, ClientConfigKey, RetryConfig};
 
+use super::credentials;
 use super::error::{BackendKind, StoreError};
 use super::options::{Sse, StoreOptions};
 
@@ -188,17 +189,38 @@ fn redact(text: &str) -> String {
     }
 }
 
-/// The custom endpoint a repository is reached at, for messages (user info removed).
+/// The endpoint a cloud repository is reached at, for messages (user info removed):
+/// the one configured, or the cloud's default.
 pub(crate) fn endpoint_of(url: &RepoUrl, opts: &StoreOptions) -> Option<String> {
-    if url.scheme != Scheme::S3 {
-        return None;
-    }
-    let e = opts
-        .s3
-        .endpoint
-        .clone()
-        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
-        .or_else(|| std::env::var("AWS_ENDPOINT").ok())?;
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let e = match url.scheme {
+        Scheme::File | Scheme::Memory => return None,
+        Scheme::S3 => opts
+            .s3
+            .endpoint
+            .clone()
+            .or_else(|| var("AWS_ENDPOINT_URL"))
+            .or_else(|| var("AWS_ENDPOINT"))
+            .unwrap_or_else(|| {
+                let region = opts
+                    .s3
+                    .region
+                    .clone()
+                    .or_else(|| var("AWS_REGION"))
+                    .or_else(|| var("AWS_DEFAULT_REGION"))
+                    .unwrap_or_else(|| "us-east-1".into());
+                format!("https://s3.{region}.amazonaws.com")
+            }),
+        Scheme::Gcs => {
+            var("GOOGLE_BASE_URL").unwrap_or_else(|| "https://storage.googleapis.com".into())
+        }
+        Scheme::Azure => var("AZURE_STORAGE_ENDPOINT")
+            .or_else(|| var("AZURE_ENDPOINT"))
+            .or_else(|| {
+                var("AZURE_STORAGE_ACCOUNT_NAME")
+                    .map(|a| format!("https://{a}.blob.core.windows.net"))
+            })?,
+    };
     Some(match ::url::Url::parse(&e) {
         Ok(mut u) => {
             let _ = u.set_username("");
@@ -342,6 +364,7 @@ pub(crate) fn build_store(url: &RepoUrl, opts: &StoreOptions) -> Result<Built, S
                 }
                 Some(Sse::Kms { key_id }) => b = b.with_sse_kms_encryption(key_id),
             }
+            credentials::check_s3(&b, &url.to_string())?;
             let store = Arc::new(b.build().map_err(backend)?);
             (store.clone(), MultipartTarget::new(store, &url.prefix))
         }
@@ -352,6 +375,7 @@ pub(crate) fn build_store(url: &RepoUrl, opts: &StoreOptions) -> Result<Built, S
             for (k, v) in client_settings(opts) {
                 b = b.with_config(GoogleConfigKey::Client(k), v);
             }
+            credentials::check_gcs(&b, &url.to_string())?;
             let store = Arc::new(b.build().map_err(backend)?);
             (store.clone(), MultipartTarget::new(store, &url.prefix))
         }
@@ -362,6 +386,7 @@ pub(crate) fn build_store(url: &RepoUrl, opts: &StoreOptions) -> Result<Built, S
             for (k, v) in client_settings(opts) {
                 b = b.with_config(AzureConfigKey::Client(k), v);
             }
+            credentials::check_azure(&b, &url.to_string())?;
             let store = Arc::new(b.build().map_err(backend)?);
             (store.clone(), MultipartTarget::new(store, &url.prefix))
         }
@@ -424,10 +449,16 @@ mod tests {
 
     #[test]
     fn builds_cloud_stores_without_network() {
-        let opts = StoreOptions::default();
-        for u in ["s3://bkt/p", "gs://bkt/p"] {
-            let url = RepoUrl::parse(u).unwrap();
-            assert!(build_store(&url, &opts).is_ok(), "{u}");
+        let mut opts = StoreOptions::default();
+        opts.s3.access_key_id = Some("key".into());
+        opts.s3.secret_access_key = Some("secret".into());
+        let url = RepoUrl::parse("s3://bkt/p").unwrap();
+        assert!(build_store(&url, &opts).is_ok());
+        // Without credentials (and off Google's cloud) a GCS store is refused up front.
+        let url = RepoUrl::parse("gs://bkt/p").unwrap();
+        match build_store(&url, &opts) {
+            Ok(_) | Err(StoreError::MissingCredentials { .. }) => {}
+            Err(e) => panic!("{e:?}"),
         }
     }
 }
