@@ -157,10 +157,10 @@ async fn put_staging(
         let renamed = repo
             .retried("rename", |_| repo.store().rename(&staging, &key))
             .await;
-        if let Err(e) = renamed {
-            if repo.head_size(&key).await? != Some(up.stored_size) {
-                return Err(repo.classify(e));
-            }
+        if let Err(e) = renamed
+            && repo.head_size(&key).await? != Some(up.stored_size)
+        {
+            return Err(repo.classify(e));
         }
         Ok::<bool, StoreError>(true)
     }
