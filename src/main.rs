@@ -14,13 +14,16 @@ use clap::Parser;
 use crate::cli::{Cli, LogFormatArg};
 use crate::commands::{Failure, Settings};
 
+/// Exit code when standard output's reader went away (`| head`): what a shell reports
+/// for a filter ended by SIGPIPE, without the signal.
+const OUTPUT_CLOSED: u8 = 141;
+
 fn main() -> ExitCode {
-    // Like any Unix filter, stop quietly when the reader goes away (`| head`) instead of
-    // panicking on a failed write to standard output.
-    // SAFETY: called first thing in main, before any other thread exists.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    // SIGPIPE stays ignored (Rust's default): a connection to the object store that the
+    // peer resets during a write is then an error like any other, never a silent death
+    // by signal. A reader of standard output that goes away (`| head`) ends the process
+    // quietly instead (see `quiet_on_closed_output`).
+    quiet_on_closed_output();
     tune_malloc();
     let cli = Cli::parse();
     let settings = match Settings::resolve(&cli.global) {
@@ -72,10 +75,47 @@ fn tune_malloc() {
     }
 }
 
-/// Prints a failure as one line on standard error and returns its exit code.
+/// Prints a failure as one line on standard error and returns its exit code. A failure
+/// to write to standard output because its reader went away is not reported.
 fn report(failure: Failure) -> ExitCode {
+    if failure.is_broken_pipe() && stdout_reader_gone() {
+        return ExitCode::from(OUTPUT_CLOSED);
+    }
     eprintln!("error: {}", failure.message());
     ExitCode::from(failure.exit_code())
+}
+
+/// `println!` panics when standard output's reader has gone away; a program whose
+/// output is cut short (`tablesafe snapshot list | head -1`) should end quietly
+/// instead, as a filter does. Every other panic is reported as before.
+fn quiet_on_closed_output() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        let printing = text.starts_with("failed printing to stdout")
+            || text.starts_with("failed printing to stderr");
+        if printing && text.contains("Broken pipe") {
+            std::process::exit(i32::from(OUTPUT_CLOSED));
+        }
+        default(info);
+    }));
+}
+
+/// Whether standard output is a pipe or socket whose reader has gone away.
+fn stdout_reader_gone() -> bool {
+    let mut fd = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no timeout.
+    let n = unsafe { libc::poll(&mut fd, 1, 0) };
+    n == 1 && fd.revents & (libc::POLLERR | libc::POLLHUP) != 0
 }
 
 fn init_logging(cli: &Cli, settings: &Settings) {

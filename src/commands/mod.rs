@@ -34,10 +34,20 @@ pub enum Failure {
 impl Failure {
     pub fn message(&self) -> String {
         match self {
-            // `{:#}` joins the error chain on one line: "what failed: why".
-            Failure::Failed(e) => format!("{e:#}"),
+            Failure::Failed(e) => one_line(e),
             Failure::Usage(m) => m.clone(),
         }
+    }
+
+    /// Whether the failure was a write to a pipe whose reader has gone away.
+    pub fn is_broken_pipe(&self) -> bool {
+        let Failure::Failed(e) = self else {
+            return false;
+        };
+        e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        })
     }
 
     pub fn exit_code(&self) -> u8 {
@@ -48,9 +58,39 @@ impl Failure {
     }
 }
 
+/// The error chain on one line, "what failed: why: why that": a cause whose text the
+/// line already holds is left out (library errors name their source in their own
+/// message, and object_store's errors repeat theirs), and line breaks (a server's
+/// error body) become spaces.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 impl From<anyhow::Error> for Failure {
+    /// A store error in what the operator gave (URL, endpoint, credentials) is bad
+    /// configuration (exit 2); anything else a failure (exit 1).
     fn from(e: anyhow::Error) -> Self {
-        Failure::Failed(e)
+        let usage = e.chain().any(|c| {
+            c.downcast_ref::<tablesafe::store::StoreError>()
+                .is_some_and(|s| s.is_usage())
+        });
+        if usage {
+            Failure::Usage(one_line(&e))
+        } else {
+            Failure::Failed(e)
+        }
     }
 }
 

@@ -26,6 +26,14 @@ pub enum StoreError {
     #[error("invalid store option: {0}")]
     InvalidOption(String),
 
+    /// A setting (endpoint, plain http) that cannot work as given; says what to change.
+    #[error("{0}")]
+    Misconfigured(String),
+
+    /// No source of credentials for a cloud store was found (checked before any request).
+    #[error("{url}: {detail}")]
+    MissingCredentials { url: String, detail: String },
+
     /// `init` found a repository already there.
     #[error("repository already initialised at {url}")]
     AlreadyInitialised { url: String },
@@ -142,6 +150,17 @@ fn not_written(dest: &Option<PathBuf>) -> String {
 }
 
 impl StoreError {
+    /// True for errors in what the operator gave (URL, settings, credentials), which
+    /// the binary reports as bad usage or configuration (exit 2).
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            StoreError::InvalidUrl { .. }
+                | StoreError::Misconfigured(_)
+                | StoreError::MissingCredentials { .. }
+        )
+    }
+
     /// True for errors where retrying later with the same inputs may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(

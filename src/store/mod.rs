@@ -26,6 +26,7 @@
 //! tokio's blocking threads, so callers need a multi-threaded tokio runtime.
 
 pub mod blob;
+pub mod credentials;
 pub mod error;
 mod frame_pool;
 pub mod hash;
@@ -34,6 +35,7 @@ pub mod pack;
 mod parts;
 mod read;
 pub mod repo;
+pub(crate) mod retry;
 pub mod url;
 mod write;
 mod writeback;

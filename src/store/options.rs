@@ -76,14 +76,16 @@ pub struct S3Options {
     pub sse: Option<Sse>,
 }
 
-/// Retry and timeout settings of the HTTP client (S3, GCS, Azure).
+/// Retry and timeout settings of storage requests (S3, GCS, Azure).
 ///
-/// Transient failures (5xx, connection errors, timeouts of idempotent requests) are
-/// retried with exponential backoff and jitter until `max_retries` or `retry_timeout`
-/// is reached; 4xx answers are not retried.
+/// Every request is retried on a transient failure (connection refused or reset,
+/// timeout, 5xx, 429) with exponential backoff and jitter until it succeeds or
+/// `retry_timeout` has passed since its first attempt, however many attempts that takes
+/// (`store::retry`); 4xx answers are not retried.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryOptions {
-    /// Retries of one request (0 disables retrying).
+    /// Retries object_store's HTTP client makes inside one attempt of tablesafe's (the
+    /// `retry_timeout` budget, not this count, decides when a request fails).
     pub max_retries: usize,
     /// No retry is started after this long since the first attempt.
     pub retry_timeout: Duration,

@@ -15,13 +15,27 @@
 //! Nothing waits while holding what another waits for: a slot is taken before the file
 //! is read, a part permit only by an upload with a full part to send, and both are held
 //! only by work that ends on its own (a file being sent, a part request).
+//!
+//! On S3, GCS, Azure (and memory) parts are numbered by this upload and sent with the
+//! store's `MultipartStore` API, each under the `--retry-timeout` budget: a part whose
+//! request failed (a connection reset mid-body, an outage) is sent again with the same
+//! number from the bytes it holds. A completion whose answer was lost and whose retry
+//! finds no upload any more succeeded if the object is there with every byte sent.
+//! `file://` uploads (a local temporary file) go through object_store's own upload.
 
 use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
-use object_store::{MultipartUpload, PutPayload, PutPayloadMut, PutResult};
+use object_store::ObjectStoreExt;
+use object_store::multipart::PartId;
+use object_store::path::Path as ObjectPath;
+use object_store::{MultipartId, MultipartUpload, PutPayload, PutPayloadMut, PutResult};
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::task::JoinSet;
+
+use super::options::RetryOptions;
+use super::retry;
+use super::url::MultipartTarget;
 
 /// Files sent by multipart upload at once by the whole process.
 pub const MULTIPART_AT_ONCE: usize = 2;
@@ -40,15 +54,46 @@ pub async fn multipart_slot() -> Option<SemaphorePermit<'static>> {
 static PARTS: LazyLock<Arc<Semaphore>> =
     LazyLock::new(|| Arc::new(Semaphore::new(PARTS_IN_FLIGHT)));
 
+/// Where the parts go.
+enum Sink {
+    /// Numbered parts of upload `id` at `path` of the bucket's store, each retried.
+    Numbered {
+        target: MultipartTarget,
+        path: ObjectPath,
+        id: MultipartId,
+        retry: RetryOptions,
+        /// Part ids by part number, filled as parts complete.
+        done: Vec<Option<PartId>>,
+    },
+    /// object_store's own upload (`file://`).
+    Plain(Box<dyn MultipartUpload>),
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sink::Numbered { path, .. } => write!(f, "Numbered({path})"),
+            Sink::Plain(u) => write!(f, "Plain({u:?})"),
+        }
+    }
+}
+
+/// A part request's outcome: its number and id for a numbered part.
+type PartDone = object_store::Result<Option<(usize, PartId)>>;
+
 /// One multipart upload, fed in order, sending each part as soon as it is full.
 #[derive(Debug)]
 pub struct PartUpload {
-    upload: Box<dyn MultipartUpload>,
+    sink: Sink,
     buffer: PutPayloadMut,
     part_size: usize,
     max_in_flight: usize,
     budget: Arc<Semaphore>,
-    parts: JoinSet<object_store::Result<()>>,
+    parts: JoinSet<PartDone>,
+    /// Parts handed out so far (the next part's number).
+    sent_parts: usize,
+    /// Bytes handed out so far.
+    sent_bytes: u64,
 }
 
 impl PartUpload {
@@ -58,6 +103,35 @@ impl PartUpload {
         Self::with_budget(upload, part_size, max_in_flight, PARTS.clone())
     }
 
+    /// Starts an upload of numbered parts to `key` (a repository key) on `target`,
+    /// every request retried within `retry`'s budget.
+    pub async fn numbered(
+        target: &MultipartTarget,
+        key: &ObjectPath,
+        retry: &RetryOptions,
+        part_size: usize,
+        max_in_flight: usize,
+    ) -> object_store::Result<Self> {
+        let path = target.path(key);
+        let id = retry::retry(retry, "start multipart upload", |_| {
+            target.parts.create_multipart(&path)
+        })
+        .await?;
+        let sink = Sink::Numbered {
+            target: target.clone(),
+            path,
+            id,
+            retry: retry.clone(),
+            done: Vec::new(),
+        };
+        Ok(Self::with_sink(
+            sink,
+            part_size,
+            max_in_flight,
+            PARTS.clone(),
+        ))
+    }
+
     /// As [`PartUpload::new`], with parts in flight counted in `budget`.
     fn with_budget(
         upload: Box<dyn MultipartUpload>,
@@ -65,13 +139,24 @@ impl PartUpload {
         max_in_flight: usize,
         budget: Arc<Semaphore>,
     ) -> Self {
+        Self::with_sink(Sink::Plain(upload), part_size, max_in_flight, budget)
+    }
+
+    fn with_sink(
+        sink: Sink,
+        part_size: usize,
+        max_in_flight: usize,
+        budget: Arc<Semaphore>,
+    ) -> Self {
         PartUpload {
-            upload,
+            sink,
             buffer: PutPayloadMut::new(),
             part_size: part_size.max(1),
             max_in_flight: max_in_flight.max(1),
             budget,
             parts: JoinSet::new(),
+            sent_parts: 0,
+            sent_bytes: 0,
         }
     }
 
@@ -101,12 +186,45 @@ impl PartUpload {
             .acquire_owned()
             .await
             .map_err(|e| internal(e.to_string()))?;
-        let request = self.upload.put_part(part);
-        self.parts.spawn(async move {
-            let sent = request.await;
-            drop(permit);
-            sent
-        });
+        let number = self.sent_parts;
+        self.sent_parts += 1;
+        self.sent_bytes += part.content_length() as u64;
+        match &self.sink {
+            Sink::Plain(_) => {
+                let Sink::Plain(upload) = &mut self.sink else {
+                    return Err(internal("multipart sink changed".into()));
+                };
+                let request = upload.put_part(part);
+                self.parts.spawn(async move {
+                    let sent = request.await.map(|()| None);
+                    drop(permit);
+                    sent
+                });
+            }
+            Sink::Numbered {
+                target,
+                path,
+                id,
+                retry,
+                ..
+            } => {
+                let (store, path, id, retry) = (
+                    target.parts.clone(),
+                    path.clone(),
+                    id.clone(),
+                    retry.clone(),
+                );
+                self.parts.spawn(async move {
+                    let sent = retry::retry(&retry, "part upload", |_| {
+                        store.put_part(&path, &id, number, part.clone())
+                    })
+                    .await
+                    .map(|part_id| Some((number, part_id)));
+                    drop(permit);
+                    sent
+                });
+            }
+        }
         Ok(())
     }
 
@@ -114,8 +232,61 @@ impl PartUpload {
     async fn join_one(&mut self) -> object_store::Result<()> {
         match self.parts.join_next().await {
             None => Ok(()),
-            Some(Ok(sent)) => sent,
+            Some(Ok(Ok(None))) => Ok(()),
+            Some(Ok(Ok(Some((number, part_id))))) => {
+                if let Sink::Numbered { done, .. } = &mut self.sink {
+                    if done.len() <= number {
+                        done.resize(number + 1, None);
+                    }
+                    done[number] = Some(part_id);
+                }
+                Ok(())
+            }
+            Some(Ok(Err(e))) => Err(e),
             Some(Err(join)) => Err(internal(format!("a part upload task failed: {join}"))),
+        }
+    }
+
+    /// Completes the upload once every part is in.
+    async fn complete(&mut self) -> object_store::Result<PutResult> {
+        let sent_bytes = self.sent_bytes;
+        let sent_parts = self.sent_parts;
+        match &mut self.sink {
+            Sink::Plain(upload) => upload.complete().await,
+            Sink::Numbered {
+                target,
+                path,
+                id,
+                retry,
+                done,
+            } => {
+                let parts: Vec<PartId> = done.iter().take(sent_parts).flatten().cloned().collect();
+                if parts.len() != sent_parts {
+                    return Err(internal("a part of the upload is missing".into()));
+                }
+                let (target, path, id) = (&*target, &*path, &*id);
+                retry::retry(retry, "complete multipart upload", |attempt| {
+                    let parts = parts.clone();
+                    async move {
+                        match target.parts.complete_multipart(path, id, parts).await {
+                            Err(e) if attempt > 0 && !retry::is_transient(&e) => {
+                                // An earlier attempt may have completed it: then the
+                                // upload is gone and the object holds every byte.
+                                match target.objects.head(path).await {
+                                    Ok(meta) if meta.size == sent_bytes => Ok(PutResult {
+                                        e_tag: meta.e_tag,
+                                        version: meta.version,
+                                        extensions: Default::default(),
+                                    }),
+                                    _ => Err(e),
+                                }
+                            }
+                            other => other,
+                        }
+                    }
+                })
+                .await
+            }
         }
     }
 
@@ -131,7 +302,7 @@ impl PartUpload {
             done = self.join_one().await;
         }
         let completed = match done {
-            Ok(()) => self.upload.complete().await,
+            Ok(()) => self.complete().await,
             Err(e) => Err(e),
         };
         if completed.is_err() {
@@ -143,7 +314,13 @@ impl PartUpload {
     /// Stops the parts in flight and asks the store to drop the parts it has.
     pub async fn abort(mut self) -> object_store::Result<()> {
         self.parts.shutdown().await;
-        self.upload.abort().await
+        match &mut self.sink {
+            Sink::Plain(upload) => upload.abort().await,
+            // One attempt: an upload left behind is cleaned up later.
+            Sink::Numbered {
+                target, path, id, ..
+            } => target.parts.abort_multipart(path, id).await,
+        }
     }
 }
 

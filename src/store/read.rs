@@ -85,7 +85,7 @@ pub(crate) async fn read_blob_into<W: Write + Send + 'static>(
     dest: Option<&Path>,
 ) -> Result<(W, BlobId, u64), StoreError> {
     let key = blob_key(id);
-    let got = match repo.store().get(&key).await {
+    let got = match repo.retried("download", |_| repo.store().get(&key)).await {
         Ok(r) => r,
         Err(e @ object_store::Error::NotFound { .. }) => {
             return Err(match repo.classify(e) {
@@ -113,16 +113,17 @@ pub(crate) async fn read_blob_into<W: Write + Send + 'static>(
             let capacity = usize::try_from(len.min(1024 * 1024)).unwrap_or(1024 * 1024);
             Box::new(io::BufReader::with_capacity(capacity.max(8 * 1024), file))
         }
-        GetResultPayload::Stream(mut stream) => {
+        GetResultPayload::Stream(stream) => {
             let (tx, rx) = mpsc::channel(16);
-            forwarder = Some(tokio::spawn(async move {
-                while let Some(item) = stream.next().await {
-                    let failed = item.is_err();
-                    if tx.send(item).await.is_err() || failed {
-                        break;
-                    }
-                }
-            }));
+            let resume = Resume {
+                store: repo.store().clone(),
+                key,
+                e_tag: got.meta.e_tag.clone(),
+                end: got.range.end,
+                next: got.range.start,
+                retry: repo.options().retry.clone(),
+            };
+            forwarder = Some(tokio::spawn(resume.forward(stream, tx)));
             Box::new(ChannelReader {
                 rx,
                 current: Bytes::new(),
@@ -152,6 +153,73 @@ pub(crate) async fn read_blob_into<W: Write + Send + 'static>(
             source,
         }),
         Err(DecodeFail::Internal(m)) => Err(StoreError::Internal(m)),
+    }
+}
+
+/// What it takes to continue a download whose stream broke: a ranged GET from the
+/// first byte not received, of the same object (`If-Match` its ETag).
+struct Resume {
+    store: Arc<dyn object_store::ObjectStore>,
+    key: object_store::path::Path,
+    e_tag: Option<String>,
+    /// Offset of the next byte to deliver, and the end of the object.
+    next: u64,
+    end: u64,
+    retry: super::options::RetryOptions,
+}
+
+impl Resume {
+    /// Forwards the chunks of `stream` to `tx`; when the stream breaks with a transient
+    /// error, carries on from where it broke. Failures without a byte received in
+    /// between share one `--retry-timeout` budget; the last error is forwarded when it
+    /// is spent (or the error is not transient).
+    async fn forward(
+        mut self,
+        mut stream: futures::stream::BoxStream<'static, object_store::Result<Bytes>>,
+        tx: mpsc::Sender<Result<Bytes, object_store::Error>>,
+    ) {
+        let mut failing_since: Option<std::time::Instant> = None;
+        loop {
+            let err = match stream.next().await {
+                None => return,
+                Some(Ok(bytes)) => {
+                    self.next += bytes.len() as u64;
+                    failing_since = None;
+                    if tx.send(Ok(bytes)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                Some(Err(e)) => e,
+            };
+            let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+            let left = self.retry.retry_timeout.saturating_sub(since.elapsed());
+            if self.next >= self.end || left.is_zero() || !super::retry::is_transient(&err) {
+                let _ = tx.send(Err(err)).await;
+                return;
+            }
+            tracing::warn!(key = %self.key, offset = self.next, error = %err, "download broke off, resuming");
+            let budget = super::options::RetryOptions {
+                retry_timeout: left,
+                ..self.retry.clone()
+            };
+            let reopened = super::retry::retry(&budget, "resume download", |_| {
+                let opts = object_store::GetOptions {
+                    range: Some((self.next..self.end).into()),
+                    if_match: self.e_tag.clone(),
+                    ..Default::default()
+                };
+                self.store.get_opts(&self.key, opts)
+            })
+            .await;
+            match reopened {
+                Ok(got) => stream = got.into_stream(),
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            }
+        }
     }
 }
 
@@ -382,14 +450,19 @@ pub(crate) async fn blob_index(repo: &Repository, id: &BlobId) -> Result<BlobInd
         },
         e => repo.classify(e),
     };
-    let size = repo.store().head(&key).await.map_err(not_found)?.size;
+    let size = repo
+        .retried("head", |_| repo.store().head(&key))
+        .await
+        .map_err(not_found)?
+        .size;
     let min = (HEADER_LEN + 1 + FOOTER_LEN) as u64;
     if size < min {
         return Err(corrupt(FormatError::Truncated));
     }
     let footer = repo
-        .store()
-        .get_range(&key, size - FOOTER_LEN as u64..size)
+        .retried("read footer", |_| {
+            repo.store().get_range(&key, size - FOOTER_LEN as u64..size)
+        })
         .await
         .map_err(not_found)?;
     let footer = parse_footer(&footer).map_err(corrupt)?;
@@ -403,15 +476,16 @@ pub(crate) async fn blob_index(repo: &Repository, id: &BlobId) -> Result<BlobInd
     if index_start == index_end {
         // no frame: an empty blob (and an empty range is not a valid request)
         let header = repo
-            .store()
-            .get_range(&key, 0..HEADER_LEN as u64)
+            .retried("read header", |_| {
+                repo.store().get_range(&key, 0..HEADER_LEN as u64)
+            })
             .await
             .map_err(not_found)?;
         return BlobIndex::parse(&header, &[], &footer).map_err(corrupt);
     }
+    let ranges = [0..HEADER_LEN as u64, index_start..index_end];
     let parts = repo
-        .store()
-        .get_ranges(&key, &[0..HEADER_LEN as u64, index_start..index_end])
+        .retried("read index", |_| repo.store().get_ranges(&key, &ranges))
         .await
         .map_err(not_found)?;
     match parts.as_slice() {
@@ -437,9 +511,11 @@ pub(crate) async fn read_frame(
         ))
     })?;
     let range = f.payload_offset..f.payload_offset + u64::from(f.entry.stored_len);
+    let key = blob_key(id);
     let bytes = repo
-        .store()
-        .get_range(&blob_key(id), range)
+        .retried("read frame", |_| {
+            repo.store().get_range(&key, range.clone())
+        })
         .await
         .map_err(|e| repo.classify(e))?;
     let entry = f.entry;

@@ -29,7 +29,8 @@ use super::blob::{BlobIndex, MAX_FRAME_SIZE, MIN_FRAME_SIZE};
 use super::error::{Ctx, StoreError, classify};
 use super::hash::BlobId;
 use super::options::{Content, StoreOptions};
-use super::url::{RepoUrl, build_store, endpoint_of};
+use super::retry::retry;
+use super::url::{MultipartTarget, RepoUrl, build_store, endpoint_of};
 use super::{read, write};
 
 /// The repository format this tablesafe writes and the newest it reads.
@@ -212,6 +213,7 @@ pub struct Repository {
     url_text: String,
     endpoint: Option<String>,
     store: Arc<dyn ObjectStore>,
+    multipart: Option<MultipartTarget>,
     config: RepoConfig,
     opts: StoreOptions,
 }
@@ -241,12 +243,13 @@ impl Repository {
                 .map_err(join_err)?
                 .map_err(|source| local_dir_error(&url_text, dir, source))?;
         }
-        let store = build_store(&url, opts)?;
+        let built = build_store(&url, opts)?;
         let repo = Repository {
             endpoint: endpoint_of(&url, opts),
             url,
             url_text,
-            store,
+            store: built.store,
+            multipart: built.multipart,
             config,
             opts: opts.clone(),
         };
@@ -278,11 +281,13 @@ impl Repository {
         {
             return Err(StoreError::NotInitialised { url: url_text });
         }
-        let store = build_store(&url, opts)?;
-        let bytes = match store.get(&ObjectPath::from(CONFIG_KEY)).await {
-            Ok(r) => r.bytes().await,
-            Err(e) => Err(e),
-        };
+        let built = build_store(&url, opts)?;
+        let store = built.store;
+        let config_key = ObjectPath::from(CONFIG_KEY);
+        let bytes = retry(&opts.retry, "read config", |_| async {
+            store.get(&config_key).await?.bytes().await
+        })
+        .await;
         let endpoint = endpoint_of(&url, opts);
         let ctx = Ctx {
             url: &url_text,
@@ -306,6 +311,7 @@ impl Repository {
             url_text,
             endpoint,
             store,
+            multipart: built.multipart,
             config,
             opts: opts.clone(),
         })
@@ -328,6 +334,20 @@ impl Repository {
 
     pub(crate) fn options(&self) -> &StoreOptions {
         &self.opts
+    }
+
+    /// Where numbered multipart parts go (none for `file://`).
+    pub(crate) fn multipart_target(&self) -> Option<&MultipartTarget> {
+        self.multipart.as_ref()
+    }
+
+    /// Runs one storage request under the `--retry-timeout` budget ([`retry`]).
+    pub(crate) async fn retried<T, F, Fut>(&self, what: &str, op: F) -> object_store::Result<T>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: std::future::Future<Output = object_store::Result<T>>,
+    {
+        retry(&self.opts.retry, what, op).await
     }
 
     /// Stores a file as a blob (unless it is there already) and returns its id. The
@@ -420,8 +440,8 @@ impl Repository {
     /// Writes (or overwrites) a small object, e.g. `nodes/<node>/log/<seq>`.
     pub async fn put_object(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
         let key = object_path(key)?;
-        self.store
-            .put(&key, PutPayload::from(bytes))
+        let payload = PutPayload::from(bytes);
+        self.retried("put", |_| self.store.put(&key, payload.clone()))
             .await
             .map(|_| ())
             .map_err(|e| self.classify(e))
@@ -439,35 +459,57 @@ impl Repository {
     }
 
     /// A conditional create of `path` (`If-None-Match: *` on S3): true if it was
-    /// created, false if an object was already there.
+    /// created, false if an object was already there. An object found there after an
+    /// attempt that failed on the way may be that attempt's own write: it counts as
+    /// created when it holds exactly `bytes`.
     pub(crate) async fn create_object(
         &self,
         path: &ObjectPath,
         bytes: Bytes,
     ) -> Result<bool, StoreError> {
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        match self
-            .store
-            .put_opts(path, PutPayload::from(bytes), opts)
+        let payload = PutPayload::from(bytes.clone());
+        let created = self
+            .retried("create", |attempt| {
+                let opts = PutOptions {
+                    mode: PutMode::Create,
+                    ..Default::default()
+                };
+                let put = self.store.put_opts(path, payload.clone(), opts);
+                async move {
+                    match put.await {
+                        Ok(_) => Ok(Some(true)),
+                        Err(object_store::Error::AlreadyExists { .. })
+                        | Err(object_store::Error::Precondition { .. }) => {
+                            Ok(if attempt == 0 { Some(false) } else { None })
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            })
             .await
-        {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. })
-            | Err(object_store::Error::Precondition { .. }) => Ok(false),
-            Err(e) => Err(self.classify(e)),
+            .map_err(|e| self.classify(e))?;
+        match created {
+            Some(created) => Ok(created),
+            None => {
+                let there = self
+                    .retried("read back", |_| async {
+                        self.store.get(path).await?.bytes().await
+                    })
+                    .await
+                    .map_err(|e| self.classify(e))?;
+                Ok(there == bytes)
+            }
         }
     }
 
     /// Reads a whole (small) object.
     pub async fn get_object(&self, key: &str) -> Result<Bytes, StoreError> {
         let path = object_path(key)?;
-        let result = match self.store.get(&path).await {
-            Ok(r) => r.bytes().await,
-            Err(e) => Err(e),
-        };
+        let result = self
+            .retried("get", |_| async {
+                self.store.get(&path).await?.bytes().await
+            })
+            .await;
         result.map_err(|e| match e {
             object_store::Error::NotFound { .. } => match self.classify(e) {
                 StoreError::Backend { .. } => StoreError::ObjectNotFound {
@@ -495,10 +537,12 @@ impl Repository {
     pub async fn list_objects(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
         let prefix = object_path(prefix.trim_end_matches('/'))?;
         let mut out: Vec<(String, u64)> = self
-            .store
-            .list(Some(&prefix))
-            .map_ok(|m| (m.location.to_string(), m.size))
-            .try_collect()
+            .retried("list", |_| {
+                self.store
+                    .list(Some(&prefix))
+                    .map_ok(|m| (m.location.to_string(), m.size))
+                    .try_collect()
+            })
             .await
             .map_err(|e| self.classify(e))?;
         out.sort();
@@ -510,8 +554,7 @@ impl Repository {
     pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let prefix = object_path(prefix.trim_end_matches('/'))?;
         let listing = self
-            .store
-            .list_with_delimiter(Some(&prefix))
+            .retried("list", |_| self.store.list_with_delimiter(Some(&prefix)))
             .await
             .map_err(|e| self.classify(e))?;
         let mut dirs: Vec<String> = listing
@@ -534,10 +577,12 @@ impl Repository {
         let prefix = object_path(prefix.trim_end_matches('/'))?;
         let offset = object_path(offset)?;
         let mut out: Vec<(String, u64)> = self
-            .store
-            .list_with_offset(Some(&prefix), &offset)
-            .map_ok(|m| (m.location.to_string(), m.size))
-            .try_collect()
+            .retried("list", |_| {
+                self.store
+                    .list_with_offset(Some(&prefix), &offset)
+                    .map_ok(|m| (m.location.to_string(), m.size))
+                    .try_collect()
+            })
             .await
             .map_err(|e| self.classify(e))?;
         out.sort();
@@ -572,22 +617,24 @@ impl Repository {
                 .map_err(|e| StoreError::Internal(format!("listing task failed: {e}")))?;
         }
         let mut blobs: Vec<BlobObject> = self
-            .store
-            .list(Some(&prefix))
-            .map_err(|e| self.classify(e))
-            .try_filter_map(|meta| async move {
-                let id = meta
-                    .location
-                    .filename()
-                    .and_then(|name| name.parse::<BlobId>().ok());
-                Ok(id.map(|id| BlobObject {
-                    id,
-                    stored_size: meta.size,
-                    modified: meta.last_modified,
-                }))
+            .retried("list blobs", |_| {
+                self.store
+                    .list(Some(&prefix))
+                    .try_filter_map(|meta| async move {
+                        let id = meta
+                            .location
+                            .filename()
+                            .and_then(|name| name.parse::<BlobId>().ok());
+                        Ok(id.map(|id| BlobObject {
+                            id,
+                            stored_size: meta.size,
+                            modified: meta.last_modified,
+                        }))
+                    })
+                    .try_collect()
             })
-            .try_collect()
-            .await?;
+            .await
+            .map_err(|e| self.classify(e))?;
         blobs.sort_unstable_by_key(|b| b.id);
         Ok(blobs)
     }
@@ -614,21 +661,43 @@ impl Repository {
     ) -> Result<Vec<BlobId>, StoreError> {
         use futures::StreamExt;
         let keys: Vec<ObjectPath> = ids.iter().map(blob_key).collect();
-        let stream = futures::stream::iter(keys.clone().into_iter().map(Ok)).boxed();
         let one_by_one = matches!(
             self.url.backend_kind(),
             super::error::BackendKind::Local | super::error::BackendKind::Memory
         );
-        let results: Vec<object_store::Result<ObjectPath>> = if one_by_one {
-            // These stores delete one object per call; run them concurrently.
-            futures::stream::iter(keys)
-                .map(|k| async move { self.store.delete(&k).await.map(|_| k) })
-                .buffer_unordered(concurrency.max(1))
-                .collect()
-                .await
-        } else {
-            self.store.delete_stream(stream).collect().await
-        };
+        // Deleting again is harmless (a missing blob counts as deleted): a batch with a
+        // transient failure is sent again whole.
+        let results: Vec<object_store::Result<ObjectPath>> = self
+            .retried("delete blobs", |_| {
+                let keys = keys.clone();
+                async move {
+                    let results: Vec<object_store::Result<ObjectPath>> = if one_by_one {
+                        // These stores delete one object per call; run them concurrently.
+                        futures::stream::iter(keys)
+                            .map(|k| async move { self.store.delete(&k).await.map(|_| k) })
+                            .buffer_unordered(concurrency.max(1))
+                            .collect()
+                            .await
+                    } else {
+                        let stream = futures::stream::iter(keys.into_iter().map(Ok)).boxed();
+                        self.store.delete_stream(stream).collect().await
+                    };
+                    match results
+                        .iter()
+                        .position(|r| r.as_ref().is_err_and(super::retry::is_transient))
+                    {
+                        Some(i) => Err(results.into_iter().nth(i).and_then(Result::err).unwrap_or(
+                            object_store::Error::Generic {
+                                store: "delete",
+                                source: "a transient failure vanished".into(),
+                            },
+                        )),
+                        None => Ok(results),
+                    }
+                }
+            })
+            .await
+            .map_err(|e| self.classify(e))?;
         let mut deleted = Vec::with_capacity(ids.len());
         for r in results {
             match r {
@@ -664,7 +733,7 @@ impl Repository {
     }
 
     pub(crate) async fn head_size(&self, key: &ObjectPath) -> Result<Option<u64>, StoreError> {
-        match self.store.head(key).await {
+        match self.retried("head", |_| self.store.head(key)).await {
             Ok(meta) => Ok(Some(meta.size)),
             Err(e @ object_store::Error::NotFound { .. }) => match self.classify(e) {
                 StoreError::Backend { .. } => Ok(None),
@@ -675,7 +744,7 @@ impl Repository {
     }
 
     pub(crate) async fn delete_key(&self, key: &ObjectPath) -> Result<(), StoreError> {
-        match self.store.delete(key).await {
+        match self.retried("delete", |_| self.store.delete(key)).await {
             Ok(()) => Ok(()),
             Err(e @ object_store::Error::NotFound { .. }) => match self.classify(e) {
                 StoreError::Backend { .. } => Ok(()),

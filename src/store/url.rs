@@ -25,9 +25,12 @@ use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
+use object_store::multipart::MultipartStore;
+use object_store::path::Path as ObjectPath;
 use object_store::prefix::PrefixStore;
 use object_store::{BackoffConfig, ClientConfigKey, RetryConfig};
 
+use super::credentials;
 use super::error::{BackendKind, StoreError};
 use super::options::{Sse, StoreOptions};
 
@@ -186,17 +189,38 @@ fn redact(text: &str) -> String {
     }
 }
 
-/// The custom endpoint a repository is reached at, for messages (user info removed).
+/// The endpoint a cloud repository is reached at, for messages (user info removed):
+/// the one configured, or the cloud's default.
 pub(crate) fn endpoint_of(url: &RepoUrl, opts: &StoreOptions) -> Option<String> {
-    if url.scheme != Scheme::S3 {
-        return None;
-    }
-    let e = opts
-        .s3
-        .endpoint
-        .clone()
-        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
-        .or_else(|| std::env::var("AWS_ENDPOINT").ok())?;
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let e = match url.scheme {
+        Scheme::File | Scheme::Memory => return None,
+        Scheme::S3 => opts
+            .s3
+            .endpoint
+            .clone()
+            .or_else(|| var("AWS_ENDPOINT_URL"))
+            .or_else(|| var("AWS_ENDPOINT"))
+            .unwrap_or_else(|| {
+                let region = opts
+                    .s3
+                    .region
+                    .clone()
+                    .or_else(|| var("AWS_REGION"))
+                    .or_else(|| var("AWS_DEFAULT_REGION"))
+                    .unwrap_or_else(|| "us-east-1".into());
+                format!("https://s3.{region}.amazonaws.com")
+            }),
+        Scheme::Gcs => {
+            var("GOOGLE_BASE_URL").unwrap_or_else(|| "https://storage.googleapis.com".into())
+        }
+        Scheme::Azure => var("AZURE_STORAGE_ENDPOINT")
+            .or_else(|| var("AZURE_ENDPOINT"))
+            .or_else(|| {
+                var("AZURE_STORAGE_ACCOUNT_NAME")
+                    .map(|a| format!("https://{a}.blob.core.windows.net"))
+            })?,
+    };
     Some(match ::url::Url::parse(&e) {
         Ok(mut u) => {
             let _ = u.set_username("");
@@ -242,27 +266,64 @@ fn memory_store(name: &str) -> InMemory {
     map.entry(name.to_string()).or_default().clone()
 }
 
+/// The bucket-level store of a repository with numbered multipart parts, so that a
+/// failed part can be sent again (`parts.rs`); keys are the repository's prefixed.
+#[derive(Clone)]
+pub(crate) struct MultipartTarget {
+    /// The bucket's store (not rooted at the prefix).
+    pub parts: Arc<dyn MultipartStore>,
+    /// The same store, to HEAD a completed object.
+    pub objects: Arc<dyn ObjectStore>,
+    prefix: String,
+}
+
+impl MultipartTarget {
+    fn new<S: ObjectStore + MultipartStore>(store: Arc<S>, prefix: &str) -> MultipartTarget {
+        MultipartTarget {
+            parts: store.clone(),
+            objects: store,
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// The bucket-level path of a repository key.
+    pub fn path(&self, key: &ObjectPath) -> ObjectPath {
+        if self.prefix.is_empty() {
+            key.clone()
+        } else {
+            ObjectPath::from_iter(
+                ObjectPath::from(self.prefix.as_str())
+                    .parts()
+                    .chain(key.parts()),
+            )
+        }
+    }
+}
+
+/// A repository's object store, rooted at its prefix, and its multipart target (none
+/// for `file://`, whose uploads are a local temporary file).
+pub(crate) struct Built {
+    pub store: Arc<dyn ObjectStore>,
+    pub multipart: Option<MultipartTarget>,
+}
+
 /// Builds the object store for a repository, rooted at its prefix. For `file://`, the
 /// directory must exist.
-pub(crate) fn build_store(
-    url: &RepoUrl,
-    opts: &StoreOptions,
-) -> Result<Arc<dyn ObjectStore>, StoreError> {
+pub(crate) fn build_store(url: &RepoUrl, opts: &StoreOptions) -> Result<Built, StoreError> {
     let backend = |e: object_store::Error| StoreError::InvalidOption(format!("{url}: {e}"));
-    let root: Arc<dyn ObjectStore> = match url.scheme {
+    let (root, multipart): (Arc<dyn ObjectStore>, MultipartTarget) = match url.scheme {
         Scheme::File => {
             let store = LocalFileSystem::new_with_prefix(&url.prefix)
                 .map_err(backend)?
                 .with_fsync(opts.local_fsync);
-            return Ok(Arc::new(store));
+            return Ok(Built {
+                store: Arc::new(store),
+                multipart: None,
+            });
         }
         Scheme::Memory => {
-            let store = memory_store(&url.bucket);
-            return Ok(if url.prefix.is_empty() {
-                Arc::new(store)
-            } else {
-                Arc::new(PrefixStore::new(store, url.prefix.as_str()))
-            });
+            let store = Arc::new(memory_store(&url.bucket));
+            (store.clone(), MultipartTarget::new(store, &url.prefix))
         }
         Scheme::S3 => {
             let s3 = &opts.s3;
@@ -303,7 +364,9 @@ pub(crate) fn build_store(
                 }
                 Some(Sse::Kms { key_id }) => b = b.with_sse_kms_encryption(key_id),
             }
-            Arc::new(b.build().map_err(backend)?)
+            credentials::check_s3(&b, &url.to_string())?;
+            let store = Arc::new(b.build().map_err(backend)?);
+            (store.clone(), MultipartTarget::new(store, &url.prefix))
         }
         Scheme::Gcs => {
             let mut b = GoogleCloudStorageBuilder::from_env()
@@ -312,7 +375,9 @@ pub(crate) fn build_store(
             for (k, v) in client_settings(opts) {
                 b = b.with_config(GoogleConfigKey::Client(k), v);
             }
-            Arc::new(b.build().map_err(backend)?)
+            credentials::check_gcs(&b, &url.to_string())?;
+            let store = Arc::new(b.build().map_err(backend)?);
+            (store.clone(), MultipartTarget::new(store, &url.prefix))
         }
         Scheme::Azure => {
             let mut b = MicrosoftAzureBuilder::from_env()
@@ -321,13 +386,19 @@ pub(crate) fn build_store(
             for (k, v) in client_settings(opts) {
                 b = b.with_config(AzureConfigKey::Client(k), v);
             }
-            Arc::new(b.build().map_err(backend)?)
+            credentials::check_azure(&b, &url.to_string())?;
+            let store = Arc::new(b.build().map_err(backend)?);
+            (store.clone(), MultipartTarget::new(store, &url.prefix))
         }
     };
-    Ok(if url.prefix.is_empty() {
+    let store: Arc<dyn ObjectStore> = if url.prefix.is_empty() {
         root
     } else {
         Arc::new(PrefixStore::new(root, url.prefix.as_str()))
+    };
+    Ok(Built {
+        store,
+        multipart: Some(multipart),
     })
 }
 
@@ -378,10 +449,16 @@ mod tests {
 
     #[test]
     fn builds_cloud_stores_without_network() {
-        let opts = StoreOptions::default();
-        for u in ["s3://bkt/p", "gs://bkt/p"] {
-            let url = RepoUrl::parse(u).unwrap();
-            assert!(build_store(&url, &opts).is_ok(), "{u}");
+        let mut opts = StoreOptions::default();
+        opts.s3.access_key_id = Some("key".into());
+        opts.s3.secret_access_key = Some("secret".into());
+        let url = RepoUrl::parse("s3://bkt/p").unwrap();
+        assert!(build_store(&url, &opts).is_ok());
+        // Without credentials (and off Google's cloud) a GCS store is refused up front.
+        let url = RepoUrl::parse("gs://bkt/p").unwrap();
+        match build_store(&url, &opts) {
+            Ok(_) | Err(StoreError::MissingCredentials { .. }) => {}
+            Err(e) => panic!("{e:?}"),
         }
     }
 }

@@ -152,10 +152,16 @@ async fn put_staging(
             return Ok(false);
         }
         // `rename` is an atomic rename(2) on file://, copy + delete on object stores.
-        repo.store()
-            .rename(&staging, &key)
-            .await
-            .map_err(|e| repo.classify(e))?;
+        // Retrying is safe: the copy overwrites with the same bytes, and a retry that
+        // finds the staging object gone finds the blob in place.
+        let renamed = repo
+            .retried("rename", |_| repo.store().rename(&staging, &key))
+            .await;
+        if let Err(e) = renamed
+            && repo.head_size(&key).await? != Some(up.stored_size)
+        {
+            return Err(repo.classify(e));
+        }
         Ok::<bool, StoreError>(true)
     }
     .await;
@@ -250,8 +256,24 @@ async fn upload_encoded(
                     pending_len += chunk.len();
                     pending.push(chunk);
                     if pending_len >= part_size {
-                        let mp = repo.store().put_multipart(key).await?;
-                        let w = upload.insert(PartUpload::new(mp, part_size, concurrency));
+                        let started = match repo.multipart_target() {
+                            Some(target) => {
+                                PartUpload::numbered(
+                                    target,
+                                    key,
+                                    &opts.retry,
+                                    part_size,
+                                    concurrency,
+                                )
+                                .await?
+                            }
+                            None => PartUpload::new(
+                                repo.store().put_multipart(key).await?,
+                                part_size,
+                                concurrency,
+                            ),
+                        };
+                        let w = upload.insert(started);
                         for c in pending.drain(..) {
                             w.put(c).await?;
                         }
@@ -288,32 +310,15 @@ async fn upload_encoded(
             path: path.to_path_buf(),
         });
     }
-    let mode = if create_only {
-        PutMode::Create
-    } else {
-        PutMode::Overwrite
-    };
-    let done = match upload {
-        Some(w) => w.finish().await,
+    let already_there = match upload {
+        Some(w) => {
+            w.finish().await.map_err(|e| repo.classify(e))?;
+            false
+        }
         None => {
-            let opts = PutOptions {
-                mode,
-                ..Default::default()
-            };
-            repo.store()
-                .put_opts(key, PutPayload::from_iter(pending), opts)
-                .await
+            let payload = PutPayload::from_iter(pending);
+            put_single(repo, key, payload, create_only, id, stored_size).await?
         }
-    };
-    let already_there = match done {
-        Ok(_) => false,
-        Err(object_store::Error::AlreadyExists { .. })
-        | Err(object_store::Error::Precondition { .. })
-            if create_only =>
-        {
-            true
-        }
-        Err(e) => return Err(repo.classify(e)),
     };
     Ok(Uploaded {
         id,
@@ -321,6 +326,78 @@ async fn upload_encoded(
         stored_size,
         already_there,
     })
+}
+
+/// Sends a blob in one PUT (a conditional create with `create_only`), retried within
+/// the budget. Returns true when an object was already at `key` and nothing was written.
+/// An object found there only after an attempt that failed on the way may be that
+/// attempt's own write: it counts as written when it is as long as `payload` and its
+/// content hashes to `id` (the blob is small, so reading it back is cheap); an object
+/// that fails that check is overwritten with `payload`, which the key names.
+async fn put_single(
+    repo: &Repository,
+    key: &ObjectPath,
+    payload: PutPayload,
+    create_only: bool,
+    id: BlobId,
+    stored_size: u64,
+) -> Result<bool, StoreError> {
+    let put = |mode: PutMode| {
+        let payload = payload.clone();
+        repo.retried("upload", move |attempt| {
+            let opts = PutOptions {
+                mode: mode.clone(),
+                ..Default::default()
+            };
+            let request = repo.store().put_opts(key, payload.clone(), opts);
+            async move {
+                match request.await {
+                    Ok(_) => Ok(Exists::No),
+                    Err(object_store::Error::AlreadyExists { .. })
+                    | Err(object_store::Error::Precondition { .. })
+                        if create_only =>
+                    {
+                        Ok(if attempt == 0 {
+                            Exists::Before
+                        } else {
+                            Exists::MaybeOurs
+                        })
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        })
+    };
+    let mode = if create_only {
+        PutMode::Create
+    } else {
+        PutMode::Overwrite
+    };
+    match put(mode).await.map_err(|e| repo.classify(e))? {
+        Exists::No => Ok(false),
+        Exists::Before => Ok(true),
+        Exists::MaybeOurs => {
+            let size_ok = repo.head_size(key).await? == Some(stored_size);
+            if size_ok && repo.verify_blob(&id).await.is_ok() {
+                return Ok(false);
+            }
+            tracing::warn!(%id, "an object at the blob's key does not hold the blob: replacing it");
+            put(PutMode::Overwrite)
+                .await
+                .map_err(|e| repo.classify(e))?;
+            Ok(false)
+        }
+    }
+}
+
+/// What a conditional create found at its key.
+enum Exists {
+    /// Nothing: the object was written.
+    No,
+    /// An object, at the first attempt: written by someone else.
+    Before,
+    /// An object, after an attempt that failed on the way: perhaps that attempt's.
+    MaybeOurs,
 }
 
 /// Frames smaller than this are encoded on the reader thread when nothing is queued.

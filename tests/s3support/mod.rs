@@ -192,3 +192,4 @@ pub fn options_for(endpoint: &str, key: &str, secret: &str) -> StoreOptions {
 }
 
 pub mod data;
+pub mod proxy;
