@@ -26,6 +26,11 @@ use super::scan::DataDirScan;
 use crate::catalog::{Catalog, CatalogError, FileKey, OpenVersion};
 
 const CHECK_DISK: &str = "check that its disk is mounted and the configured path";
+const CHECK_ACCESS: &str = "check permissions and the disk";
+const CHECK_DROPPED: &str = "check that its disk is mounted and the configured path; if its tables were dropped on purpose, remove the empty keyspace directory";
+
+/// Why something is absent, and what the operator should check.
+type Reason = (String, &'static str);
 
 /// What a pass found absent under one root, and which files it therefore keeps.
 #[derive(Debug, Default)]
@@ -35,9 +40,9 @@ pub struct Absence {
     /// Directories that could not be read, with the reason.
     unreadable: Vec<(PathBuf, String)>,
     /// Decisions about vanished directories (`None`: deleted on purpose).
-    judged: HashMap<PathBuf, Option<String>>,
+    judged: HashMap<PathBuf, Option<Reason>>,
     /// Per reason, the number of open versions kept open because of it.
-    kept: BTreeMap<String, u64>,
+    kept: BTreeMap<Reason, u64>,
 }
 
 impl Absence {
@@ -125,12 +130,12 @@ impl Absence {
             .iter()
             .find(|(dir, _)| path.starts_with(dir))
         {
-            Some(format!(
-                "cannot read {}: {why} (check permissions and the disk)",
-                dir.display()
+            Some((
+                format!("cannot read {}: {why}", dir.display()),
+                CHECK_ACCESS,
             ))
         } else if let Some(why) = self.moved.get(&key.data_dir) {
-            Some(format!("{why} ({CHECK_DISK})"))
+            Some((why.clone(), CHECK_DISK))
         } else {
             let data_dir = Path::new(&key.data_dir);
             let keyspace = data_dir.join(&key.keyspace);
@@ -147,7 +152,7 @@ impl Absence {
 
     /// Whether a table directory that may have vanished is absent (the reason) or,
     /// when it exists or was removed on purpose, not (`None`).
-    fn vanished(&mut self, table: &Path, keyspace: &Path, data_dir: &Path) -> Option<String> {
+    fn vanished(&mut self, table: &Path, keyspace: &Path, data_dir: &Path) -> Option<Reason> {
         if let Some(decided) = self.judged.get(table) {
             return decided.clone();
         }
@@ -156,10 +161,15 @@ impl Absence {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 match self.vanished_keyspace(keyspace, data_dir) {
                     Ok(()) => siblings(keyspace, table, is_table_name).err().map(|e| {
-                        e.unwrap_or_else(|| format!(
-                            "keyspace directory {} holds no table directory any more ({CHECK_DISK}; if its tables were dropped on purpose, remove the empty keyspace directory)",
-                            keyspace.display()
-                        ))
+                        e.unwrap_or_else(|| {
+                            (
+                                format!(
+                                    "keyspace directory {} holds no table directory any more",
+                                    keyspace.display()
+                                ),
+                                CHECK_DROPPED,
+                            )
+                        })
                     }),
                     Err(Some(why)) => Some(why),
                     // The keyspace directory went with its siblings still there: dropped.
@@ -178,7 +188,7 @@ impl Absence {
         &mut self,
         keyspace: &Path,
         data_dir: &Path,
-    ) -> Result<(), Option<String>> {
+    ) -> Result<(), Option<Reason>> {
         if let Some(decided) = self.judged.get(keyspace) {
             return Err(decided.clone());
         }
@@ -189,14 +199,19 @@ impl Absence {
                     Ok(_) => siblings(data_dir, keyspace, is_keyspace_name)
                         .err()
                         .map(|e| {
-                            e.unwrap_or_else(|| format!(
-                            "data directory {} holds no keyspace directory any more ({CHECK_DISK})",
-                            data_dir.display()
-                        ))
+                            e.unwrap_or_else(|| {
+                                (
+                                    format!(
+                                        "data directory {} holds no keyspace directory any more",
+                                        data_dir.display()
+                                    ),
+                                    CHECK_DISK,
+                                )
+                            })
                         }),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!(
-                        "data directory {} does not exist ({CHECK_DISK})",
-                        data_dir.display()
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some((
+                        format!("data directory {} does not exist", data_dir.display()),
+                        CHECK_DISK,
                     )),
                     Err(e) => Some(unreadable(data_dir, &e)),
                 }
@@ -213,17 +228,19 @@ impl Absence {
         let mut out: Vec<String> = self
             .kept
             .iter()
-            .map(|(reason, n)| {
-                format!("{reason}: {n} backed-up file(s) there kept, not recorded as deleted")
+            .map(|((reason, hint), n)| {
+                format!(
+                    "{reason}: {n} backed-up file(s) there kept, not recorded as deleted ({hint})"
+                )
             })
             .collect();
         for (dir, why) in &self.unreadable {
-            let line = format!(
-                "cannot read {}: {why} (check permissions and the disk)",
-                dir.display()
+            let reason = (
+                format!("cannot read {}: {why}", dir.display()),
+                CHECK_ACCESS,
             );
-            if !self.kept.contains_key(&line) {
-                out.push(line);
+            if !self.kept.contains_key(&reason) {
+                out.push(format!("{} ({})", reason.0, reason.1));
             }
         }
         out
@@ -232,7 +249,7 @@ impl Absence {
 
 /// `Ok` when `parent` holds a directory named like `kind` other than `gone`; `Err(None)`
 /// when it holds none; `Err(Some(reason))` when it cannot be listed.
-fn siblings(parent: &Path, gone: &Path, kind: fn(&str) -> bool) -> Result<(), Option<String>> {
+fn siblings(parent: &Path, gone: &Path, kind: fn(&str) -> bool) -> Result<(), Option<Reason>> {
     let entries = std::fs::read_dir(parent).map_err(|e| Some(unreadable(parent, &e)))?;
     for entry in entries {
         let entry = entry.map_err(|e| Some(unreadable(parent, &e)))?;
@@ -258,11 +275,8 @@ fn is_table_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-fn unreadable(path: &Path, e: &std::io::Error) -> String {
-    format!(
-        "cannot read {}: {e} (check permissions and the disk)",
-        path.display()
-    )
+fn unreadable(path: &Path, e: &std::io::Error) -> Reason {
+    (format!("cannot read {}: {e}", path.display()), CHECK_ACCESS)
 }
 
 /// The path a recorded file had.
