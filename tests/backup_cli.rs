@@ -683,6 +683,14 @@ fn an_unreadable_table_directory_fails_the_backup_and_deletes_nothing() {
         Env::run_cmd(without_dac_override(cmd))
     };
     fs::set_permissions(&t3, fs::Permissions::from_mode(0o000)).unwrap();
+    // And in a readable table directory, one SSTable's TOC.txt that cannot be read.
+    let t1 = fs::read_dir(e.data.join("ks1"))
+        .unwrap()
+        .map(|d| d.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("t1-"))
+        .unwrap();
+    let toc = t1.join("nb-1-big-TOC.txt");
+    fs::set_permissions(&toc, fs::Permissions::from_mode(0o000)).unwrap();
     let mut probe = std::process::Command::new("ls");
     probe.arg(&t3);
     // Unless `ls` itself is refused, this process cannot make a directory unreadable.
@@ -691,6 +699,7 @@ fn an_unreadable_table_directory_fails_the_backup_and_deletes_nothing() {
         .is_ok_and(|o| !o.status.success())
     {
         fs::set_permissions(&t3, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(&toc, fs::Permissions::from_mode(0o644)).unwrap();
         eprintln!(
             "skipped: cannot drop CAP_DAC_OVERRIDE here (no CAP_SETPCAP?), so no directory is unreadable to root"
         );
@@ -716,13 +725,31 @@ fn an_unreadable_table_directory_fails_the_backup_and_deletes_nothing() {
     let line = run.fails_with(1).to_string();
     let inspect = restricted(&["inspect", data, "--json"]);
     fs::set_permissions(&t3, fs::Permissions::from_mode(0o755)).unwrap();
-
+    fs::set_permissions(&toc, fs::Permissions::from_mode(0o644)).unwrap();
+    let absent = run.json()["absent"].clone();
+    assert_eq!(absent.as_array().unwrap().len(), 2, "{absent:#}");
     assert!(
-        line.contains(&format!("cannot read {}", t3.display())),
+        absent[0]
+            .as_str()
+            .unwrap()
+            .contains(&format!("cannot read {}", toc.display())),
+        "{absent:#}"
+    );
+
+    let dir_line = absent[1].as_str().unwrap();
+    assert!(
+        dir_line.starts_with(&format!("cannot read {}", t3.display())),
+        "{absent:#}"
+    );
+    assert!(dir_line.contains("Permission denied"), "{dir_line}");
+    assert!(
+        dir_line.contains("check permissions and the disk"),
+        "{dir_line}"
+    );
+    assert!(
+        line.starts_with("error: cannot read") && line.contains("(and 1 more, listed above)"),
         "{line}"
     );
-    assert!(line.contains("Permission denied"), "{line}");
-    assert!(line.contains("check permissions and the disk"), "{line}");
     assert_eq!(run.json()["versions_ended"], 0, "{}", run.stdout);
     assert_eq!(live_now(&e).len(), recorded);
     assert!(

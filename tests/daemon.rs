@@ -1097,6 +1097,9 @@ fn a_data_directory_gone_or_emptied_under_the_daemon_deletes_nothing_and_it_reco
         );
         let m = metrics(port);
         assert!(m.contains("\ntablesafe_up 0\n"), "{m}");
+        let out = s.command().arg("status").output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("retrying") && text.contains(reason), "{text}");
         assert_eq!(s.live_now(), live, "nothing recorded as deleted ({reason})");
         let to = s.tmp.path().join(format!("restored-{}", st.errors));
         let out = s
