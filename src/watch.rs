@@ -12,7 +12,12 @@
 //! A failing pass never stops the daemon: transient storage errors are retried with
 //! exponential backoff (up to a minute), permanent ones (access denied, missing bucket)
 //! are reported loudly and retried every five minutes; the dirty directories stay queued
-//! until a pass over them succeeds. Shutdown lets a running pass finish within a timeout;
+//! until a pass over them succeeds. A pass that found a directory absent rather than
+//! deleted ([`crate::backup::absence`]: a data directory gone, emptied or on another
+//! filesystem, a directory gone with all its siblings, an unreadable one) recorded
+//! nothing as ended there; it counts as failed (state `retrying`, the reason in
+//! `last_error`) and is retried with the same backoff; once a pass succeeds again the
+//! data directories are watched anew (a recreated directory is a new inode). Shutdown lets a running pass finish within a timeout;
 //! past it the pass is dropped, which is safe at any point (see [`crate::backup`]).
 
 use std::collections::BTreeSet;
@@ -215,6 +220,7 @@ pub async fn run(
     let mut next_snapshot = opts.snapshot_every.map(|d| Instant::now() + d);
     let mut retry_at: Option<Instant> = None;
     let mut backoff = Duration::from_secs(1);
+    let mut was_absent = false;
     let mut stopping = false;
     let mut pending_reload: Option<Box<DaemonOptions>> = None;
     loop {
@@ -282,7 +288,17 @@ pub async fn run(
                     );
                     break;
                 }
+                Some(Ok(summary)) if !summary.absent.is_empty() => {
+                    // Nothing there was recorded as ended; the roots stay queued.
+                    retry_at = Some(Instant::now() + backoff);
+                    was_absent = true;
+                    absent_pass(&status, &summary, backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
                 Some(Ok(summary)) => {
+                    if std::mem::take(&mut was_absent) {
+                        rewatch(&mut watcher, &data_dirs);
+                    }
                     let root_strings = as_strings(&roots);
                     if snapshot_due {
                         next_snapshot = opts.snapshot_every.map(|d| Instant::now() + d);
@@ -396,6 +412,39 @@ pub async fn run(
     publish(catalog, &node, &status, &queued)?;
     drop(tx);
     Ok(())
+}
+
+/// Reports a pass that found something absent: an error, retried after `wait`.
+fn absent_pass(status: &Mutex<DaemonStatus>, summary: &backup::BackupSummary, wait: Duration) {
+    for a in &summary.absent {
+        tracing::error!(retry_in_seconds = wait.as_secs(), "backup pass failed: {a}");
+    }
+    let more = match summary.absent.len() {
+        1 => String::new(),
+        n => format!(" (and {} more)", n - 1),
+    };
+    let mut s = lock(status);
+    s.state = "retrying".into();
+    s.errors += 1;
+    s.files_uploaded += summary.blobs_uploaded;
+    s.bytes_uploaded += summary.bytes_uploaded;
+    s.last_error = Some(format!("{}{more}", summary.absent[0]));
+    s.last_error_at = Some(timespec::now());
+}
+
+/// Watches the data directories again: one that vanished and came back is a new inode
+/// the old watch does not see.
+fn rewatch(watcher: &mut notify::RecommendedWatcher, data_dirs: &[PathBuf]) {
+    for d in data_dirs {
+        let _ = watcher.unwatch(d);
+        if let Err(e) = watcher.watch(d, RecursiveMode::Recursive) {
+            tracing::warn!(
+                "cannot watch {} again: {e}; full rescans still cover it",
+                d.display()
+            );
+        }
+    }
+    tracing::info!("data directories present again: watching them anew");
 }
 
 /// Applies new options: watches data directories that were added (and queues a full pass

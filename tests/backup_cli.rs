@@ -458,3 +458,375 @@ fn init_records_whether_cassandra_compressed_data_is_compressed_again() {
         );
     }
 }
+
+/// The files the catalog holds as live now, below the data directory.
+fn live_now(e: &Env) -> BTreeSet<String> {
+    let catalog = tablesafe::catalog::Catalog::open(&e.catalog).unwrap();
+    catalog
+        .live_at("n1", timespec::now())
+        .unwrap()
+        .into_iter()
+        .map(|v| v.key.data_relative_path())
+        .collect()
+}
+
+/// Regular files below `dir`, recursively.
+fn files_below(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                files_below(&e.path())
+            } else {
+                usize::from(t.is_file())
+            }
+        })
+        .sum()
+}
+
+/// Two keyspaces, three tables, each flushed twice, backed up once; returns the number of
+/// files recorded.
+fn backed_up_node(e: &mut Env) -> usize {
+    for (ks, t) in [("ks1", "t1"), ("ks1", "t2"), ("ks2", "t3")] {
+        let mut t = e.node.create_table(ks, t, FixtureFormat::Nb);
+        t.flush().run().unwrap();
+        t.flush().run().unwrap();
+    }
+    e.backup(&["--init"]).succeeds();
+    let live = live_now(e);
+    assert_eq!(live.len(), files_below(&e.data));
+    live.len()
+}
+
+/// `backup --json` that fails with one line: (that line, the summary).
+fn failed_backup(e: &Env) -> (String, Value) {
+    let run = e.backup(&["--json"]);
+    let line = run.fails_with(1).to_string();
+    (line, run.json())
+}
+
+/// A data directory that vanished after a backup: exit 1 with one line naming it, and
+/// nothing recorded as deleted (the catalog and a restore at a moment after still have
+/// every file); once it is back, the next backup succeeds and ends nothing.
+#[test]
+fn a_vanished_data_directory_fails_the_backup_and_deletes_nothing() {
+    let mut e = Env::new();
+    let recorded = backed_up_node(&mut e);
+    let away = e.root.join("data.away");
+    fs::rename(&e.data, &away).unwrap();
+
+    let (line, summary) = failed_backup(&e);
+    assert!(
+        line.contains(&format!(
+            "data directory {} does not exist",
+            e.data.display()
+        )),
+        "{line}"
+    );
+    assert!(line.contains("check that its disk is mounted"), "{line}");
+    assert!(
+        line.contains(&format!("{recorded} backed-up file(s) there kept")),
+        "{line}"
+    );
+    assert_eq!(summary["versions_ended"], 0, "{summary:#}");
+    assert_eq!(
+        summary["point"], "",
+        "no point while part of the node is absent"
+    );
+    assert_eq!(live_now(&e).len(), recorded);
+    let target = e.root.join("restored");
+    let restore = e.ts(&["restore", "--at", "now", "--to", target.to_str().unwrap()]);
+    restore.succeeds();
+    assert_eq!(files_below(&target), recorded, "{}", restore.stdout);
+
+    fs::rename(&away, &e.data).unwrap();
+    let back = e.backup(&["--json"]);
+    back.succeeds();
+    assert_eq!(back.json()["versions_ended"], 0);
+    assert_eq!(live_now(&e).len(), recorded);
+}
+
+/// A data directory emptied (every keyspace directory gone at once; a `lost+found` left
+/// there is not a keyspace): an error, nothing ended.
+#[test]
+fn an_emptied_data_directory_fails_the_backup_and_deletes_nothing() {
+    let mut e = Env::new();
+    let recorded = backed_up_node(&mut e);
+    for ks in ["ks1", "ks2"] {
+        fs::remove_dir_all(e.data.join(ks)).unwrap();
+    }
+    fs::create_dir(e.data.join("lost+found")).unwrap();
+
+    let (line, summary) = failed_backup(&e);
+    assert!(
+        line.contains(&format!(
+            "data directory {} holds no keyspace directory any more",
+            e.data.display()
+        )),
+        "{line}"
+    );
+    assert_eq!(summary["versions_ended"], 0, "{summary:#}");
+    assert_eq!(live_now(&e).len(), recorded);
+}
+
+/// Every table directory of a keyspace gone at once while its keyspace directory stays:
+/// an error for that keyspace, nothing of it ended, and the other keyspace backed up.
+#[test]
+fn every_table_directory_of_a_keyspace_gone_at_once_deletes_nothing() {
+    let mut e = Env::new();
+    let recorded = backed_up_node(&mut e);
+    let ks1 = e.data.join("ks1");
+    let mut kept = 0;
+    for t in fs::read_dir(&ks1).unwrap() {
+        let t = t.unwrap().path();
+        kept += files_below(&t);
+        fs::remove_dir_all(t).unwrap();
+    }
+    let mut t4 = e.node.create_table("ks2", "t4", FixtureFormat::Nb);
+    t4.flush().run().unwrap();
+
+    let (line, summary) = failed_backup(&e);
+    assert!(
+        line.contains(&format!(
+            "keyspace directory {} holds no table directory any more",
+            ks1.display()
+        )),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("{kept} backed-up file(s) there kept")),
+        "{line}"
+    );
+    assert_eq!(summary["versions_ended"], 0, "{summary:#}");
+    assert_eq!(
+        live_now(&e).len(),
+        recorded + files_below(t4.path()),
+        "ks1 kept, the new ks2.t4 recorded"
+    );
+}
+
+/// No regression: a table directory removed while its siblings remain is a dropped table,
+/// and a keyspace directory removed while others remain a dropped keyspace; both end.
+#[test]
+fn a_dropped_table_and_a_dropped_keyspace_are_recorded_as_ended() {
+    let mut e = Env::new();
+    let recorded = backed_up_node(&mut e);
+    let t1 = fs::read_dir(e.data.join("ks1"))
+        .unwrap()
+        .map(|d| d.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("t1-"))
+        .unwrap();
+    let t1_files = files_below(&t1);
+    fs::remove_dir_all(&t1).unwrap();
+    let run = e.backup(&["--json"]);
+    run.succeeds();
+    assert_eq!(run.json()["versions_ended"], t1_files as u64);
+
+    let ks2_files = files_below(&e.data.join("ks2"));
+    fs::remove_dir_all(e.data.join("ks2")).unwrap();
+    let run = e.backup(&["--json"]);
+    run.succeeds();
+    assert_eq!(run.json()["versions_ended"], ks2_files as u64);
+    assert_eq!(live_now(&e).len(), recorded - t1_files - ks2_files);
+}
+
+/// Runs the binary without the capabilities that let root read any directory, so a
+/// directory with mode 000 really cannot be listed (as for any other user).
+fn without_dac_override(mut cmd: std::process::Command) -> Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe; it only drops capabilities of the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::geteuid() == 0 {
+                // CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (linux/capability.h).
+                for cap in [1, 2] {
+                    if libc::prctl(
+                        libc::PR_CAPBSET_DROP,
+                        cap as libc::c_ulong,
+                        0 as libc::c_ulong,
+                        0 as libc::c_ulong,
+                        0 as libc::c_ulong,
+                    ) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+            }
+            Ok(())
+        });
+    }
+    Command::from_std(cmd)
+}
+
+/// A table directory that cannot be listed (EACCES: mode 000, and for root the binary runs
+/// without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH): exit 1 naming it and what to check,
+/// its files' versions stay open, the rest is backed up; readable again, all is well.
+/// `inspect` still reports it among the skipped entries.
+#[test]
+fn an_unreadable_table_directory_fails_the_backup_and_deletes_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut e = Env::new();
+    let recorded = backed_up_node(&mut e);
+    let t3 = fs::read_dir(e.data.join("ks2"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let restricted = |args: &[&str]| {
+        let mut cmd = support::cli::tablesafe(&e.root.join("home"));
+        cmd.args(args);
+        Env::run_cmd(without_dac_override(cmd))
+    };
+    fs::set_permissions(&t3, fs::Permissions::from_mode(0o000)).unwrap();
+    // And in a readable table directory, one SSTable's TOC.txt that cannot be read.
+    let t1 = fs::read_dir(e.data.join("ks1"))
+        .unwrap()
+        .map(|d| d.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("t1-"))
+        .unwrap();
+    let toc = t1.join("nb-1-big-TOC.txt");
+    fs::set_permissions(&toc, fs::Permissions::from_mode(0o000)).unwrap();
+    let mut probe = std::process::Command::new("ls");
+    probe.arg(&t3);
+    // Unless `ls` itself is refused, this process cannot make a directory unreadable.
+    if !without_dac_override(probe)
+        .output()
+        .is_ok_and(|o| !o.status.success())
+    {
+        fs::set_permissions(&t3, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(&toc, fs::Permissions::from_mode(0o644)).unwrap();
+        eprintln!(
+            "skipped: cannot drop CAP_DAC_OVERRIDE here (no CAP_SETPCAP?), so no directory is unreadable to root"
+        );
+        return;
+    }
+    let (data, repo, catalog) = (
+        e.data.to_str().unwrap(),
+        e.repo_url.as_str(),
+        e.catalog.to_str().unwrap(),
+    );
+    let run = restricted(&[
+        "backup",
+        "--data-dir",
+        data,
+        "--repo",
+        repo,
+        "--catalog",
+        catalog,
+        "--node",
+        "n1",
+        "--json",
+    ]);
+    let line = run.fails_with(1).to_string();
+    let inspect = restricted(&["inspect", data, "--json"]);
+    fs::set_permissions(&t3, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&toc, fs::Permissions::from_mode(0o644)).unwrap();
+    let absent = run.json()["absent"].clone();
+    assert_eq!(absent.as_array().unwrap().len(), 2, "{absent:#}");
+    assert!(
+        absent[0]
+            .as_str()
+            .unwrap()
+            .contains(&format!("cannot read {}", toc.display())),
+        "{absent:#}"
+    );
+
+    let dir_line = absent[1].as_str().unwrap();
+    assert!(
+        dir_line.starts_with(&format!("cannot read {}", t3.display())),
+        "{absent:#}"
+    );
+    assert!(dir_line.contains("Permission denied"), "{dir_line}");
+    assert!(
+        dir_line.contains("check permissions and the disk"),
+        "{dir_line}"
+    );
+    assert!(
+        line.starts_with("error: cannot read") && line.contains("(and 1 more, listed above)"),
+        "{line}"
+    );
+    assert_eq!(run.json()["versions_ended"], 0, "{}", run.stdout);
+    assert_eq!(live_now(&e).len(), recorded);
+    assert!(
+        inspect.stdout.contains(&*t3.to_string_lossy()) && inspect.stdout.contains("cannot"),
+        "inspect reports the unreadable directory: {}",
+        inspect.stdout
+    );
+    let again = e.backup(&["--json"]);
+    again.succeeds();
+    assert_eq!(again.json()["versions_ended"], 0);
+}
+
+/// The data directory on another filesystem than at the last backup (its disk unmounted
+/// and Cassandra started afresh on the mount point, writing a new system keyspace there):
+/// exit 1, nothing ended and nothing of the stranger recorded. With a real tmpfs mount
+/// where the test may mount (root with CAP_SYS_ADMIN); otherwise the remembered device id
+/// is changed in the catalog and the data directory swapped for a fresh one. The same
+/// filesystem under a new device number (files exactly as recorded) is accepted.
+#[test]
+fn a_data_directory_on_another_filesystem_fails_the_backup_and_deletes_nothing() {
+    let mut e = Env::new();
+    let recorded = backed_up_node(&mut e);
+    let renumber = |e: &Env| {
+        let db = rusqlite::Connection::open(&e.catalog).unwrap();
+        let n = db
+            .execute("UPDATE data_dir_devices SET dev = dev + 1", [])
+            .unwrap();
+        assert_eq!(n, 1, "the data directory's device is remembered");
+    };
+    // Same files, new device number: accepted, nothing ended.
+    renumber(&e);
+    let run = e.backup(&["--json"]);
+    run.succeeds();
+    assert_eq!(run.json()["versions_ended"], 0);
+
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "tablesafe-test"])
+        .arg(&e.data)
+        .status()
+        .is_ok_and(|s| s.success());
+    let away = e.root.join("data.away");
+    if !mounted {
+        eprintln!("cannot mount a tmpfs here (not root?): simulating the device change");
+        renumber(&e);
+        fs::rename(&e.data, &away).unwrap();
+        fs::create_dir(&e.data).unwrap();
+    }
+    let mut fresh = Node::new(&e.data);
+    let mut local = fresh.create_table("system", "local", FixtureFormat::Nb);
+    local.flush().run().unwrap();
+
+    let (line, summary) = failed_backup(&e);
+    if mounted {
+        assert!(
+            std::process::Command::new("umount")
+                .arg(&e.data)
+                .status()
+                .unwrap()
+                .success()
+        );
+    } else {
+        fs::remove_dir_all(&e.data).unwrap();
+        fs::rename(&away, &e.data).unwrap();
+    }
+    assert!(
+        line.contains(&format!(
+            "data directory {} is not on the filesystem it was on at the last backup",
+            e.data.display()
+        )),
+        "{line}"
+    );
+    assert!(line.contains("check that its disk is mounted"), "{line}");
+    assert_eq!(summary["versions_ended"], 0, "{summary:#}");
+    assert_eq!(summary["versions_started"], 0, "{summary:#}");
+    assert_eq!(live_now(&e).len(), recorded);
+    // The disk back: all is well, nothing ended.
+    let back = e.backup(&["--json"]);
+    back.succeeds();
+    assert_eq!(back.json()["versions_ended"], 0);
+}

@@ -974,3 +974,164 @@ impl Drop for OpenHold {
         }
     }
 }
+
+/// Waits until the daemon's status satisfies `done`; panics with the last status and the
+/// log if it does not within a minute.
+fn wait_status(
+    s: &Setup,
+    daemon: &mut Child,
+    what: &str,
+    done: impl Fn(&DaemonStatus) -> bool,
+) -> DaemonStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Some(code) = daemon.try_wait().unwrap() {
+            panic!("the daemon exited ({code}): {}", s.log("daemon.log"));
+        }
+        if let Some(st) = s.status() {
+            if done(&st) {
+                return st;
+            }
+            last = Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "never {what}; last status {last:?}\n{}",
+        s.log("daemon.log")
+    );
+}
+
+/// The daemon's `/metrics` text.
+fn metrics(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// Absence is not deletion, in the daemon: the data directory removed while it runs,
+/// then every keyspace directory moved out of it. Each time the daemon reports the error
+/// (`status`: retrying with the reason; `/metrics`: tablesafe_up 0) and keeps retrying,
+/// the catalog and a restore at a moment after still have every file, and once the
+/// directories are back it recovers: running again, and a new flush is backed up.
+#[test]
+fn a_data_directory_gone_or_emptied_under_the_daemon_deletes_nothing_and_it_recovers() {
+    let s = Setup::file();
+    let mut node = Node::new(&s.data());
+    let mut t1 = node.create_table("ks", "t1", FixtureFormat::Nb);
+    let mut t2 = node.create_table("ks2", "t2", FixtureFormat::Nb);
+    for t in [&mut t1, &mut t2] {
+        t.flush().run().unwrap();
+        t.flush().run().unwrap();
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = fs::File::create(s.tmp.path().join("daemon.log")).unwrap();
+    let mut daemon = s
+        .command()
+        .args(["-v", "daemon", "--init", "--settle", "100ms"])
+        .args(["--rescan-every", "10m"])
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(s.data())
+        .arg("--pin-dir")
+        .arg(s.tmp.path().join("pins"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    s.wait_idle(timespec::now(), &mut daemon);
+    let live = s.live_now();
+    assert_eq!(live.len(), tree(&s.data()).len(), "{live:?}");
+
+    let away = s.tmp.path().join("data.away");
+    let aside = s.tmp.path().join("aside");
+    fs::create_dir(&aside).unwrap();
+    // The data directory removed (a copy kept to bring back: a new inode then, as a disk
+    // mounted again), then its keyspace directories moved out.
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(s.data())
+        .arg(&away)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let gone_and_emptied = [
+        ("does not exist", vec![(s.data(), away.clone())]),
+        (
+            "holds no keyspace directory any more",
+            ["ks", "ks2"]
+                .iter()
+                .map(|k| (s.data().join(k), aside.join(k)))
+                .collect(),
+        ),
+    ];
+    for (reason, moves) in gone_and_emptied {
+        let errors_before = s.status().unwrap().errors;
+        for (from, to) in &moves {
+            if to == &away {
+                fs::remove_dir_all(from).unwrap();
+            } else {
+                fs::rename(from, to).unwrap();
+            }
+        }
+        let st = wait_status(&s, &mut daemon, "reported the absence twice", |st| {
+            st.state == "retrying"
+                && st.errors >= errors_before + 2
+                && st.last_error.as_deref().is_some_and(|e| e.contains(reason))
+        });
+        assert!(
+            st.last_error
+                .as_deref()
+                .unwrap()
+                .contains("check that its disk is mounted"),
+            "{st:?}"
+        );
+        let m = metrics(port);
+        assert!(m.contains("\ntablesafe_up 0\n"), "{m}");
+        let out = s.command().arg("status").output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("retrying") && text.contains(reason), "{text}");
+        assert_eq!(s.live_now(), live, "nothing recorded as deleted ({reason})");
+        let to = s.tmp.path().join(format!("restored-{}", st.errors));
+        let out = s
+            .command()
+            .args(["restore", "--at", "now", "--to"])
+            .arg(&to)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            tree(&to).len(),
+            live.len(),
+            "a restore after still has every file"
+        );
+
+        for (from, to) in moves.iter().rev() {
+            fs::rename(to, from).unwrap();
+        }
+        s.wait_idle(timespec::now(), &mut daemon);
+        assert_eq!(s.live_now(), live, "back: nothing changed ({reason})");
+        assert!(metrics(port).contains("\ntablesafe_up 1\n"));
+    }
+    // Watching again: a flush after the recovery is backed up.
+    let since = timespec::now();
+    t1.flush().run().unwrap();
+    s.wait_idle(since, &mut daemon);
+    let now = s.live_now();
+    assert!(now.len() > live.len(), "the new flush is recorded: {now:?}");
+    assert_eq!(now.len(), tree(&s.data()).len());
+    stop(&mut daemon);
+}

@@ -11,11 +11,16 @@
 //! 3. new content is uploaded, several blobs at once; only when a blob is durable are the
 //!    changes that refer to it queued, and queued changes are committed to the catalog and
 //!    then mirrored to the repository in batches;
-//! 4. open versions of paths that were not seen end; the pass records a named point.
+//! 4. open versions of paths that were not seen end, unless what held them is absent
+//!    rather than deleted ([`absence`]: a data directory gone, emptied or on another
+//!    filesystem, a directory gone with all its siblings, a directory that could not be
+//!    read): those stay open and the pass reports them in [`BackupSummary::absent`], a
+//!    failure; the pass records a named point only when nothing was absent.
 //!
 //! A pass killed at any moment leaves at worst blobs nothing refers to (reused by the next
 //! pass, or swept by gc) and committed batches not yet mirrored (uploaded next time).
 
+pub mod absence;
 pub mod filter;
 pub mod pin;
 pub mod scan;
@@ -53,8 +58,9 @@ pub struct BackupOptions {
     pub filter: TableFilter,
     /// The point recorded at the end of the pass.
     pub point: PointMode,
-    /// A root that no longer exists is an empty directory (its files' versions end),
-    /// rather than an error: for the daemon, when a table is dropped.
+    /// A root that no longer exists and under which no file is recorded is skipped,
+    /// rather than an error: for the daemon, when a table never backed up is dropped.
+    /// (A vanished root under which files are recorded is judged by [`absence`].)
     pub vanished_root_is_empty: bool,
     /// Pin files in this directory (same filesystem as the data) while they are read.
     pub pin_dir: Option<PathBuf>,
@@ -109,8 +115,13 @@ pub struct BackupSummary {
     pub changed_during_backup: u64,
     /// `backups/` links deleted by `--prune-incremental`.
     pub pruned: u64,
-    /// Non-fatal problems (unreadable directories, files that vanished).
+    /// Non-fatal problems (files that vanished before they were uploaded, pins).
     pub problems: Vec<String>,
+    /// What was absent rather than deleted (a data directory gone, emptied or on another
+    /// filesystem, a directory gone with all its siblings, a directory that could not be
+    /// read), one line each: the versions there stay open, no point is recorded, and the
+    /// pass has failed.
+    pub absent: Vec<String>,
     pub seconds: f64,
 }
 
@@ -214,23 +225,10 @@ pub async fn run(
     let mut recorder = Recorder::new(node);
     let (mut live_files, mut live_bytes) = (0u64, 0u64);
     for data_dir in &opts.data_dirs {
-        let root = match std::fs::canonicalize(data_dir) {
-            Ok(root) => root,
-            Err(e)
-                if e.kind() == std::io::ErrorKind::NotFound
-                    && opts.vanished_root_is_empty
-                    && data_dir.is_absolute() =>
-            {
-                data_dir.clone()
-            }
-            Err(source) => {
-                return Err(BackupError::DataDir {
-                    path: data_dir.clone(),
-                    source,
-                });
-            }
+        let Some((root, open)) = open_root(catalog, opts, data_dir, &mut summary)? else {
+            continue;
         };
-        let scan = if root.exists() {
+        let mut scan = if root.exists() {
             let (dir, filter) = (root.clone(), opts.filter.clone());
             tokio::task::spawn_blocking(move || scan_data_dir(&dir, &filter))
                 .await
@@ -242,7 +240,9 @@ pub async fn run(
         } else {
             DataDirScan::default()
         };
-        let open = catalog.open_versions_under(node, &root.to_string_lossy())?;
+        let mut absence = absence::Absence::default();
+        absence.note_unreadable(&scan);
+        let accepted = absence.check_devices(catalog, node, &mut scan, &open)?;
         let Recorded {
             seen,
             unbacked,
@@ -259,11 +259,14 @@ pub async fn run(
             &mut summary,
         )
         .await?;
-        // Everything open under this root, in the pass's scope, and not seen now is gone.
+        // Everything open under this root, in the pass's scope, and not seen now is gone,
+        // unless what held it is absent.
         let now = timespec::now();
-        let gone = open
-            .keys()
-            .filter(|k| !seen.contains(*k) && opts.filter.includes(&k.keyspace, Some(&k.table)));
+        let gone = open.keys().filter(|k| {
+            !seen.contains(*k)
+                && opts.filter.includes(&k.keyspace, Some(&k.table))
+                && !absence.keeps(k)
+        });
         for key in gone {
             recorder.push(Change::End {
                 key: key.clone(),
@@ -285,9 +288,17 @@ pub async fn run(
         }
         summary.not_complete += scan.not_complete as u64;
         summary.problems.extend(scan.problems.iter().cloned());
+        let absent = absence.into_messages();
+        if absent.is_empty() {
+            for (dir, dev) in accepted {
+                catalog.remember_data_dir_device(node, &dir, dev)?;
+            }
+        }
+        summary.absent.extend(absent);
     }
     let point_time = timespec::now();
-    if let Some(name) = point_name {
+    // A point claims the node's state: not while part of it could not be seen.
+    if let Some(name) = point_name.filter(|_| summary.absent.is_empty()) {
         recorder.push(Change::Snapshot {
             name: name.clone(),
             time: point_time,
@@ -301,6 +312,46 @@ pub async fn run(
     summary.point_time = point_time;
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// The open versions under a root, by path.
+type OpenVersions = HashMap<FileKey, OpenVersion>;
+
+/// A root of the pass, absolute, with the open versions under it; `None` when it is to
+/// be skipped (gone, nothing recorded under it, and the caller allows that).
+fn open_root(
+    catalog: &Catalog,
+    opts: &BackupOptions,
+    data_dir: &std::path::Path,
+    summary: &mut BackupSummary,
+) -> Result<Option<(PathBuf, OpenVersions)>, BackupError> {
+    let fail = |source| BackupError::DataDir {
+        path: data_dir.to_path_buf(),
+        source,
+    };
+    let (root, missing) = match std::fs::canonicalize(data_dir) {
+        Ok(root) => (root, None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            (std::path::absolute(data_dir).map_err(fail)?, Some(e))
+        }
+        Err(e) => {
+            // Not "gone": unreadable (EACCES or EIO on the way to it).
+            summary.absent.push(format!(
+                "cannot read {}: {e} (check permissions and the disk)",
+                data_dir.display()
+            ));
+            return Ok(None);
+        }
+    };
+    let open = catalog.open_versions_under(&opts.node, &root.to_string_lossy())?;
+    let recorded = open
+        .keys()
+        .any(|k| opts.filter.includes(&k.keyspace, Some(&k.table)));
+    match missing {
+        Some(_) if opts.vanished_root_is_empty && !recorded => Ok(None),
+        Some(e) if !recorded => Err(fail(e)),
+        _ => Ok(Some((root, open))),
+    }
 }
 
 /// `backup-<UTC time>`, with `-2`, `-3`, … when passes share a second.

@@ -69,8 +69,11 @@ pub struct DataDirScan {
     pub not_complete: usize,
     /// Directories left out by the filter.
     pub filtered_dirs: usize,
-    /// Directories or files that could not be read, with the reason.
+    /// Non-fatal problems, with the reason.
     pub problems: Vec<String>,
+    /// Directories that could not be listed or read completely (EIO, EACCES, …), with the
+    /// reason: their files may be there unseen, so their versions must stay open.
+    pub unreadable: Vec<(PathBuf, String)>,
 }
 
 /// The stat-cache identity of a file from its metadata.
@@ -93,12 +96,11 @@ pub fn mtime_micros(meta: &fs::Metadata) -> Micros {
 pub fn scan_data_dir(root: &Path, filter: &TableFilter) -> Result<DataDirScan, WalkError> {
     let mut out = DataDirScan::default();
     walk(root, |visit| match visit {
-        Visit::Skipped(s) => {
-            // Temporary and foreign files are normal in a data directory; only report
-            // what could not be read.
-            if s.reason.starts_with("cannot") {
-                out.problems
-                    .push(format!("{}: {}", s.path.display(), s.reason));
+        // Temporary and foreign files are normal in a data directory.
+        Visit::Skipped(_) => {}
+        Visit::Unreadable(s) => {
+            if !out.unreadable.iter().any(|(p, _)| p == &s.path) {
+                out.unreadable.push((s.path, s.reason));
             }
         }
         Visit::Dir(found) => {
@@ -127,10 +129,21 @@ pub fn scan_data_dir(root: &Path, filter: &TableFilter) -> Result<DataDirScan, W
 
 /// Adds the complete SSTables and snapshot files of one scanned directory.
 fn collect(out: &mut DataDirScan, base: &FileKey, prefix: &str, scan: SSTableDir) {
-    let found = |name: &str| -> Option<FoundFile> {
+    let mut unreadable = Vec::new();
+    let mut found = |name: &str| -> Option<FoundFile> {
         let path = scan.path.join(name);
-        // Compaction may have deleted it since the directory was read: not an error.
-        let meta = fs::symlink_metadata(&path).ok()?;
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            // Compaction may have deleted it since the directory was read: not an error.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                unreadable.push((
+                    scan.path.clone(),
+                    format!("cannot read {}: {e}", path.display()),
+                ));
+                return None;
+            }
+        };
         Some(FoundFile {
             key: FileKey {
                 rel_path: format!("{prefix}{name}"),
@@ -162,4 +175,9 @@ fn collect(out: &mut DataDirScan, base: &FileKey, prefix: &str, scan: SSTableDir
     }
     out.other_files
         .extend(scan.other_files.iter().filter_map(|f| found(&f.file_name)));
+    for (path, reason) in unreadable {
+        if !out.unreadable.iter().any(|(p, _)| p == &path) {
+            out.unreadable.push((path, reason));
+        }
+    }
 }

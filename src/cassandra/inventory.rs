@@ -120,7 +120,7 @@ impl Inventory {
             let mut found = Vec::new();
             walk(root, |visit| match visit {
                 Visit::Dir(d) => found.push(*d),
-                Visit::Skipped(s) => skipped.push(s),
+                Visit::Skipped(s) | Visit::Unreadable(s) => skipped.push(s),
             })?;
             for FoundDir {
                 dir,

@@ -126,6 +126,10 @@ pub struct SSTableDir {
     /// their presence makes this a keyspace directory, not a table directory.
     #[serde(skip)]
     pub table_subdirs: Vec<String>,
+    /// What could not be read (an I/O error other than "not found"): the directory, with
+    /// the reason. Its files may be there unseen, so their history must not end.
+    #[serde(skip)]
+    pub unreadable: Vec<Skipped>,
 }
 
 impl SSTableDir {
@@ -162,9 +166,9 @@ pub fn scan_dir(dir: &Path) -> std::io::Result<SSTableDir> {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => {
-                out.skipped.push(Skipped {
-                    path,
-                    reason: format!("cannot read file metadata: {e}"),
+                out.unreadable.push(Skipped {
+                    path: dir.to_path_buf(),
+                    reason: format!("cannot read the metadata of {}: {e}", path.display()),
                 });
                 continue;
             }
@@ -217,7 +221,13 @@ pub fn scan_dir(dir: &Path) -> std::io::Result<SSTableDir> {
                     });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => log_errors.push(format!("transaction log {file_name} unreadable: {e}")),
+                Err(e) => {
+                    out.unreadable.push(Skipped {
+                        path: dir.to_path_buf(),
+                        reason: format!("cannot read transaction log {file_name}: {e}"),
+                    });
+                    log_errors.push(format!("transaction log {file_name} unreadable: {e}"));
+                }
             },
             FileKind::SnapshotManifest | FileKind::SnapshotSchema => {
                 out.other_files.push(OtherFile {
@@ -242,7 +252,12 @@ pub fn scan_dir(dir: &Path) -> std::io::Result<SSTableDir> {
     out.skipped.sort_by(|a, b| a.path.cmp(&b.path));
     for (_, (descriptor, mut components)) in groups {
         components.sort_by(|a, b| a.component.cmp(&b.component));
-        let completeness = judge(dir, &descriptor, &components, &out.txn_logs, &log_errors);
+        let completeness = judge(
+            dir,
+            (&descriptor, &components),
+            (&out.txn_logs, &log_errors),
+            &mut out.unreadable,
+        );
         out.sstables.push(SSTable {
             descriptor,
             components,
@@ -255,10 +270,9 @@ pub fn scan_dir(dir: &Path) -> std::io::Result<SSTableDir> {
 /// Applies the completeness rules of the module header to one SSTable.
 fn judge(
     dir: &Path,
-    descriptor: &Descriptor,
-    components: &[ComponentFile],
-    logs: &[TxnLogFile],
-    log_errors: &[String],
+    (descriptor, components): (&Descriptor, &[ComponentFile]),
+    (logs, log_errors): (&[TxnLogFile], &[String]),
+    unreadable: &mut Vec<Skipped>,
 ) -> Completeness {
     if let Some(err) = log_errors.first() {
         return Completeness::InProgress(format!("{err}; cannot tell which SSTables it covers"));
@@ -296,7 +310,15 @@ fn judge(
     let toc_path = dir.join(descriptor.file_name(&Component::Toc));
     let toc = match read_small(&toc_path) {
         Ok(t) => t,
-        Err(e) => return Completeness::Incomplete(format!("TOC.txt unreadable: {e}")),
+        Err(e) => {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                unreadable.push(Skipped {
+                    path: dir.to_path_buf(),
+                    reason: format!("cannot read {}: {e}", toc_path.display()),
+                });
+            }
+            return Completeness::Incomplete(format!("TOC.txt unreadable: {e}"));
+        }
     };
     let mut listed = 0;
     let mut missing = Vec::new();

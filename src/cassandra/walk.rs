@@ -8,6 +8,11 @@
 //! directory nested anywhere inside a table directory is not a table: files in either are
 //! reported as skipped. Symbolic links are reported, never followed.
 //!
+//! A directory that cannot be listed (or a file in it that cannot be read) for any reason
+//! but "not found" is [`Visit::Unreadable`], never an empty directory: its files may well
+//! be there, so a backup must not take their absence from the listing as deletion. A
+//! directory gone since its parent was listed is simply not visited.
+//!
 //! Both `tablesafe inspect` ([`super::inventory`]) and backup passes use this walk.
 
 use std::path::{Path, PathBuf};
@@ -34,6 +39,8 @@ pub struct FoundDir {
 pub enum Visit {
     Dir(Box<FoundDir>),
     Skipped(Skipped),
+    /// A directory whose files could not all be seen (EIO, EACCES, …), with the reason.
+    Unreadable(Skipped),
 }
 
 /// Why a walk could not start.
@@ -65,8 +72,14 @@ pub fn walk(root: &Path, mut visit: impl FnMut(Visit)) -> Result<(), WalkError> 
     for entry in walker {
         let entry = match entry {
             Ok(e) => e,
+            // Gone since its parent was listed (a snapshot being cleared): nothing to see.
+            Err(e)
+                if e.io_error().map(std::io::Error::kind) == Some(std::io::ErrorKind::NotFound) =>
+            {
+                continue;
+            }
             Err(e) => {
-                visit(Visit::Skipped(Skipped {
+                visit(Visit::Unreadable(Skipped {
                     path: e
                         .path()
                         .map_or_else(|| root.to_path_buf(), Path::to_path_buf),
@@ -84,7 +97,7 @@ pub fn walk(root: &Path, mut visit: impl FnMut(Visit)) -> Result<(), WalkError> 
             // Gone since its parent was listed (a snapshot being cleared): nothing to see.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => {
-                visit(Visit::Skipped(Skipped {
+                visit(Visit::Unreadable(Skipped {
                     path: dir.to_path_buf(),
                     reason: format!("cannot list directory: {e}"),
                 }));
@@ -93,6 +106,9 @@ pub fn walk(root: &Path, mut visit: impl FnMut(Visit)) -> Result<(), WalkError> 
         };
         for s in &scan.skipped {
             visit(Visit::Skipped(s.clone()));
+        }
+        for s in &scan.unreadable {
+            visit(Visit::Unreadable(s.clone()));
         }
         if scan.is_empty() {
             continue;

@@ -631,6 +631,35 @@ impl Catalog {
         )
     }
 
+    /// The device id (`st_dev`) a data directory had at the last pass that accepted it.
+    pub fn data_dir_device(&self, node: &str, data_dir: &str) -> Result<Option<u64>, CatalogError> {
+        self.conn
+            .query_row(
+                "SELECT dev FROM data_dir_devices WHERE node = ?1 AND data_dir = ?2",
+                params![node, data_dir],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|d| d.map(|d| d as u64))
+            .map_err(self.err())
+    }
+
+    /// Remembers the device id of a data directory a pass accepted.
+    pub fn remember_data_dir_device(
+        &mut self,
+        node: &str,
+        data_dir: &str,
+        dev: u64,
+    ) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO data_dir_devices (node, data_dir, dev) VALUES (?1, ?2, ?3)",
+                params![node, data_dir, dev as i64],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
     /// Stores the daemon's status document (JSON) for `tablesafe status`.
     pub fn write_status(&mut self, node: &str, body: &str) -> Result<(), CatalogError> {
         self.conn

@@ -151,6 +151,16 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX packed_pack ON packed (pack);
     ",
+    // 6: the filesystem each data directory was on at its last accepted pass (local only),
+    // so a disk unmounted under its mount point is absence, not deletion.
+    "
+    CREATE TABLE data_dir_devices (
+        node     TEXT NOT NULL,
+        data_dir TEXT NOT NULL,
+        dev      INTEGER NOT NULL,
+        PRIMARY KEY (node, data_dir)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build writes.

@@ -75,6 +75,15 @@ pub fn run(
     } else {
         print_summary(&summary);
     }
+    if let Some(first) = summary.absent.first() {
+        let more = match summary.absent.len() {
+            1 => String::new(),
+            n => format!(" (and {} more, listed above)", n - 1),
+        };
+        return Err(Failure::Failed(anyhow::anyhow!(
+            "{first}{more}; everything else is backed up, no point was recorded"
+        )));
+    }
     if !summary.corrupt.is_empty() {
         return Err(Failure::Failed(anyhow::anyhow!(
             "{} corrupt SSTable(s) were not backed up (listed above); everything else is backed up in point {}",
@@ -86,9 +95,13 @@ pub fn run(
 }
 
 fn print_summary(s: &BackupSummary) {
+    let point = if s.point.is_empty() {
+        "no point".to_string()
+    } else {
+        format!("point {}", s.point)
+    };
     println!(
-        "point {} at {}: {} files seen, {} unchanged (not read), {} read ({}), {} deduplicated",
-        s.point,
+        "{point} at {}: {} files seen, {} unchanged (not read), {} read ({}), {} deduplicated",
         timespec::format(s.point_time),
         s.files_seen,
         s.files_unchanged,
@@ -119,5 +132,8 @@ fn print_summary(s: &BackupSummary) {
     }
     for c in &s.corrupt {
         println!("CORRUPT: {c}");
+    }
+    for a in &s.absent {
+        println!("ABSENT: {a}");
     }
 }
