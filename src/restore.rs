@@ -176,6 +176,16 @@ pub enum RestoreError {
         first: String,
         second: String,
     },
+    #[error(
+        "nothing to restore: no table of node {node:?} at {point} matches {filter}; the point has files in {tables} ({hint})"
+    )]
+    NothingSelected {
+        node: String,
+        point: String,
+        filter: String,
+        tables: String,
+        hint: String,
+    },
     #[error("{path} exists with different content: pass --overwrite to replace it")]
     Conflict { path: PathBuf },
     #[error("cannot prepare {path}: {source}")]
@@ -290,19 +300,16 @@ pub fn plan(catalog: &Catalog, point: Point, opts: &RestoreOptions) -> Result<Pl
     let mut tables: BTreeMap<PathBuf, PlannedTable> = BTreeMap::new();
     // Several data directories (or table ids, for sstableloader) can map to one path.
     let mut by_dest: HashMap<PathBuf, usize> = HashMap::new();
+    // The tables the point has files in, to say so when the filters select none of them.
+    let mut at_point: BTreeSet<String> = BTreeSet::new();
+    let mut selected_any = false;
     for version in catalog.live_at(node, point.time)? {
         let key = &version.key;
-        if is_system_keyspace(&key.keyspace) && !opts.include_system {
+        if !covers(opts, &key.keyspace, Some(&key.table)) {
+            at_point.insert(format!("{}.{}", key.keyspace, key.table));
             continue;
         }
-        if !opts.keyspaces.is_empty()
-            && !opts.keyspaces.iter().any(|g| glob_match(g, &key.keyspace))
-        {
-            continue;
-        }
-        if !opts.tables.is_empty() && !opts.tables.iter().any(|g| glob_match(g, &key.table)) {
-            continue;
-        }
+        selected_any = true;
         let relative = key.data_relative_path();
         let classified = classify(Path::new(&relative));
         let Some(place) = classified.place else {
@@ -358,6 +365,9 @@ pub fn plan(catalog: &Catalog, point: Point, opts: &RestoreOptions) -> Result<Pl
         }
         files.push(PlannedFile { version, dest });
     }
+    if !selected_any && !at_point.is_empty() {
+        return Err(nothing_selected(opts, &point, at_point));
+    }
     let bytes = files.iter().map(|f| f.version.size).sum();
     let mut packed = HashMap::new();
     for f in &files {
@@ -376,6 +386,80 @@ pub fn plan(catalog: &Catalog, point: Point, opts: &RestoreOptions) -> Result<Pl
         tables: tables.into_values().collect(),
         packed,
     })
+}
+
+/// Whether the restore's filters select this keyspace (table `None`: any of its tables)
+/// or table.
+fn covers(opts: &RestoreOptions, keyspace: &str, table: Option<&str>) -> bool {
+    if is_system_keyspace(keyspace) && !opts.include_system {
+        return false;
+    }
+    if !opts.keyspaces.is_empty() && !opts.keyspaces.iter().any(|g| glob_match(g, keyspace)) {
+        return false;
+    }
+    match table {
+        Some(t) => opts.tables.is_empty() || opts.tables.iter().any(|g| glob_match(g, t)),
+        None => true,
+    }
+}
+
+/// The point has files, but none in a table the filters select.
+fn nothing_selected(
+    opts: &RestoreOptions,
+    point: &Point,
+    at_point: BTreeSet<String>,
+) -> RestoreError {
+    let mut filter: Vec<String> = Vec::new();
+    for g in &opts.keyspaces {
+        filter.push(format!("--keyspace {g}"));
+    }
+    for g in &opts.tables {
+        filter.push(format!("--table {g}"));
+    }
+    // Tables the filters would select with --include-system.
+    let with_system = RestoreOptions {
+        include_system: true,
+        ..opts.clone()
+    };
+    let system_selected = !opts.include_system
+        && at_point.iter().any(|t| {
+            let (ks, table) = t.split_once('.').unwrap_or((t, ""));
+            is_system_keyspace(ks) && covers(&with_system, ks, Some(table))
+        });
+    let filter = if filter.is_empty() {
+        "the default filters (no system keyspaces)".to_string()
+    } else {
+        filter.join(" ")
+    };
+    const SHOWN: usize = 12;
+    let tables: Vec<&str> = at_point.iter().map(String::as_str).take(SHOWN).collect();
+    let more = at_point.len().saturating_sub(SHOWN);
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    let hint = match &point.snapshot {
+        Some(name) => format!("`tablesafe snapshot show {name}` lists them"),
+        None => {
+            "`tablesafe snapshot list` and `snapshot show NAME` list the points and their tables"
+                .into()
+        }
+    };
+    RestoreError::NothingSelected {
+        node: opts.node.clone(),
+        point: point
+            .snapshot
+            .clone()
+            .unwrap_or_else(|| timespec::format_precise(point.time)),
+        filter,
+        tables: format!("{}{more}", tables.join(", ")),
+        hint: if system_selected {
+            format!("add --include-system to restore system keyspaces; {hint}")
+        } else {
+            hint
+        },
+    }
 }
 
 fn unsafe_path(path: &str, reason: &str) -> RestoreError {

@@ -778,3 +778,45 @@ fn a_node_with_two_data_directories_restores_into_one_target() {
     ok(env.restore(&env.catalog, &at, &to, &[]));
     assert_same_tree(&read_tree(&to), &live, "live files still restore");
 }
+
+/// A restore whose filters select no table of the point exits 1 with one line naming the
+/// filter and the tables the point has, and writes nothing.
+#[test]
+fn filters_that_match_nothing_exit_1_and_say_so() {
+    let env = Env::new();
+    small_node(&env);
+    let point = env.backup();
+    let to = env.target("nothing");
+    for (filter, shown) in [
+        (vec!["--keyspace", "ks_nope"], "--keyspace ks_nope"),
+        (
+            vec!["--keyspace", "ks_nb", "--table", "evnts"],
+            "--keyspace ks_nb --table evnts",
+        ),
+        (vec!["--table", "nope"], "--table nope"),
+    ] {
+        for extra in [vec![], vec!["--dry-run"]] {
+            let out = env.restore(&env.catalog, &point, &to, &[filter.clone(), extra].concat());
+            assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+            assert!(stderr.contains(&format!("matches {shown};")), "{stderr}");
+            assert!(stderr.contains("ks_nb.events"), "{stderr}");
+            assert!(
+                stderr.contains(&format!("tablesafe snapshot show {point}")),
+                "{stderr}"
+            );
+            assert!(!to.exists());
+        }
+    }
+    // By time, not by name: the hint says how to list points.
+    let at = timespec::format_precise(timespec::now());
+    let out = env.restore(&env.catalog, &at, &to, &["--table", "nope"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("tablesafe snapshot list"),
+        "{}",
+        text(&out)
+    );
+    ok(env.restore(&env.catalog, &point, &to, &["--table", "ev*"]));
+}
