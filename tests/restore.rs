@@ -1132,3 +1132,67 @@ fn filters_that_match_nothing_exit_1_and_say_so() {
     );
     ok(env.restore(&env.catalog, &point, &to, &["--table", "ev*"]));
 }
+
+/// A restore killed while it moved extra files has renamed some into its quarantine and
+/// left the others (each rename is atomic: a file is in one place or the other). A rerun
+/// with `--resume` says so; one with `--overwrite` moves the rest into a new quarantine:
+/// the node is then the point and the two quarantines hold every other file, intact.
+#[test]
+fn a_rerun_after_a_quarantine_cut_short_finishes_it() {
+    let Later {
+        env,
+        point_a,
+        tree_a,
+    } = later_history();
+    let before = read_tree(&env.data);
+    let want = live_part(&tree_a);
+    let out = ok(env.restore(
+        &env.catalog,
+        &point_a,
+        &env.data,
+        &["--overwrite", "--dry-run", "--json"],
+    ));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let extra: Vec<&str> = plan["extra"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert!(extra.len() >= 4, "{extra:?}");
+    // What the killed run did: every other entry renamed into its quarantine.
+    let first = env.tmp.path().join("tablesafe-quarantine-data-killed");
+    for rel in extra.iter().step_by(2) {
+        let to = first.join(rel);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::rename(env.data.join(rel), to).unwrap();
+    }
+
+    let out = env.restore(&env.catalog, &point_a, &env.data, &["--resume"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pass --overwrite"),
+        "{}",
+        text(&out)
+    );
+
+    let out = ok(env.restore(
+        &env.catalog,
+        &point_a,
+        &env.data,
+        &["--overwrite", "--json"],
+    ));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_same_tree(&live_part(&read_tree(&env.data)), &want, "the point");
+    let second = PathBuf::from(doc["summary"]["quarantine"].as_str().unwrap());
+    assert_ne!(std::fs::canonicalize(&first).unwrap(), second);
+    let mut quarantined = read_tree(&first);
+    for (k, v) in read_tree(&second) {
+        assert!(quarantined.insert(k.clone(), v).is_none(), "{k} twice");
+    }
+    let moved: Tree = live_part(&before)
+        .into_iter()
+        .filter(|(k, v)| want.get(k).is_none_or(|w| w.0 != v.0))
+        .collect();
+    assert_same_tree(&quarantined, &moved, "both quarantines");
+}
