@@ -205,6 +205,14 @@ pub enum RestoreError {
     },
     #[error(transparent)]
     Quarantine(#[from] crate::quarantine::QuarantineError),
+    #[error(
+        "{reason}; the {moved} entries moved before are in {dir} (nothing was deleted): fix the cause and run again with --overwrite"
+    )]
+    QuarantineCutShort {
+        reason: String,
+        moved: usize,
+        dir: PathBuf,
+    },
     #[error("{path} exists with different content: pass --overwrite to replace it")]
     Conflict { path: PathBuf },
     #[error("cannot prepare {path}: {source}")]
@@ -768,8 +776,21 @@ fn quarantine(
     }
     let dir = location(&opts.to, extra.quarantine_in.as_deref(), timespec::now())?;
     let mut q = Quarantine::create(&opts.to, &dir)?;
-    for path in entries.iter().map(|e| &e.path).chain(replaced) {
-        q.take(path)?;
+    for (moved, path) in entries.iter().map(|e| &e.path).chain(replaced).enumerate() {
+        if let Err(e) = q.take(path) {
+            // The chain in one line, here, so that the quarantine is named after it.
+            let mut reason = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                reason = format!("{reason}: {s}");
+                source = s.source();
+            }
+            return Err(RestoreError::QuarantineCutShort {
+                reason,
+                moved,
+                dir: q.dir().to_path_buf(),
+            });
+        }
     }
     Ok(Some(q.finish()?))
 }
