@@ -311,9 +311,19 @@ pub struct RestoreArgs {
     /// Continue an interrupted restore: keep files already in place with the right content.
     #[arg(long, conflicts_with = "overwrite")]
     pub resume: bool,
-    /// Replace files in the target that differ from the point.
+    /// Give the target exactly the point: replace files that differ from it, and move
+    /// what the restored table directories hold besides the point into a quarantine
+    /// directory beside the target (nothing is deleted).
     #[arg(long)]
     pub overwrite: bool,
+    /// Leave files the point does not have in the restored table directories (Cassandra
+    /// will load them).
+    #[arg(long)]
+    pub keep_extra: bool,
+    /// Make the quarantine in DIR instead of beside the target: on the target's
+    /// filesystem, outside every data directory.
+    #[arg(long, value_name = "DIR")]
+    pub quarantine: Option<PathBuf>,
     /// Restore into the data directory of a running Cassandra anyway.
     #[arg(long)]
     pub force: bool,

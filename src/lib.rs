@@ -14,6 +14,8 @@
 //! - [`verify`]: checks that every retained point can be restored.
 //! - [`metrics`]: the daemon's Prometheus endpoint.
 //! - [`progress`]: counters long-running commands update for progress reports.
+//! - [`quarantine`]: what a restored table directory holds that the point does not, moved
+//!   out of the data directory.
 //! - [`timespec`]: times as operators write them.
 //! - [`watch`]: the daemon: inotify events and rescans driving scoped backup passes.
 //! - [`config`]: the TOML configuration file and how it merges with flags.
@@ -28,6 +30,7 @@ pub mod gc;
 pub mod inflight;
 pub mod metrics;
 pub mod progress;
+pub mod quarantine;
 pub mod restore;
 pub mod store;
 pub mod timespec;

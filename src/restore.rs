@@ -14,6 +14,13 @@
 //! same bytes are hard-linked where Cassandra had hard links (`snapshots/`, `backups/`)
 //! and copied locally otherwise.
 //!
+//! A restore gives exactly the point: with `--overwrite`, what the restored table
+//! directories hold that the point does not, and the files at the point's paths that hold
+//! other bytes, are renamed into a quarantine outside the data directory before anything
+//! is downloaded (see [`crate::quarantine`]); `--resume` refuses a target holding such
+//! files, and `--keep-extra` leaves them. Filters that select no table of the point are
+//! an error, not an empty restore.
+//!
 //! A restore can be run again after an interruption (`--resume`): a file already in place
 //! whose content hashes to the planned blob is skipped. A file that fails (missing or
 //! damaged blob, full disk) is reported by name and the rest still restore.
@@ -37,6 +44,8 @@ use crate::catalog::{
 };
 use crate::inflight::Budget;
 pub use crate::progress::Progress;
+pub use crate::quarantine::Entry;
+use crate::quarantine::{Quarantine, Scope, find_extras, location};
 use crate::store::pack::PackExtract;
 use crate::store::{BlobId, Repository, hash_file};
 use crate::timespec::{self, Micros};
@@ -176,6 +185,34 @@ pub enum RestoreError {
         first: String,
         second: String,
     },
+    #[error(
+        "nothing to restore: no table of node {node:?} at {point} matches {filter}; the point has files in {tables} ({hint})"
+    )]
+    NothingSelected {
+        node: String,
+        point: String,
+        filter: String,
+        tables: String,
+        hint: String,
+    },
+    #[error(
+        "target {dir} holds {count} entries the point does not have in the table directories restored (first: {first}), and Cassandra would load them: pass --overwrite to move them to a quarantine beside the target, or --keep-extra to keep them"
+    )]
+    ExtraInTarget {
+        dir: PathBuf,
+        count: usize,
+        first: String,
+    },
+    #[error(transparent)]
+    Quarantine(#[from] crate::quarantine::QuarantineError),
+    #[error(
+        "{reason}; the {moved} entries moved before are in {dir} (nothing was deleted): fix the cause and run again with --overwrite"
+    )]
+    QuarantineCutShort {
+        reason: String,
+        moved: usize,
+        dir: PathBuf,
+    },
     #[error("{path} exists with different content: pass --overwrite to replace it")]
     Conflict { path: PathBuf },
     #[error("cannot prepare {path}: {source}")]
@@ -290,19 +327,16 @@ pub fn plan(catalog: &Catalog, point: Point, opts: &RestoreOptions) -> Result<Pl
     let mut tables: BTreeMap<PathBuf, PlannedTable> = BTreeMap::new();
     // Several data directories (or table ids, for sstableloader) can map to one path.
     let mut by_dest: HashMap<PathBuf, usize> = HashMap::new();
+    // The tables the point has files in, to say so when the filters select none of them.
+    let mut at_point: BTreeSet<String> = BTreeSet::new();
+    let mut selected_any = false;
     for version in catalog.live_at(node, point.time)? {
         let key = &version.key;
-        if is_system_keyspace(&key.keyspace) && !opts.include_system {
+        if !covers(opts, &key.keyspace, Some(&key.table)) {
+            at_point.insert(format!("{}.{}", key.keyspace, key.table));
             continue;
         }
-        if !opts.keyspaces.is_empty()
-            && !opts.keyspaces.iter().any(|g| glob_match(g, &key.keyspace))
-        {
-            continue;
-        }
-        if !opts.tables.is_empty() && !opts.tables.iter().any(|g| glob_match(g, &key.table)) {
-            continue;
-        }
+        selected_any = true;
         let relative = key.data_relative_path();
         let classified = classify(Path::new(&relative));
         let Some(place) = classified.place else {
@@ -358,6 +392,9 @@ pub fn plan(catalog: &Catalog, point: Point, opts: &RestoreOptions) -> Result<Pl
         }
         files.push(PlannedFile { version, dest });
     }
+    if !selected_any && !at_point.is_empty() {
+        return Err(nothing_selected(opts, &point, at_point));
+    }
     let bytes = files.iter().map(|f| f.version.size).sum();
     let mut packed = HashMap::new();
     for f in &files {
@@ -376,6 +413,80 @@ pub fn plan(catalog: &Catalog, point: Point, opts: &RestoreOptions) -> Result<Pl
         tables: tables.into_values().collect(),
         packed,
     })
+}
+
+/// Whether the restore's filters select this keyspace (table `None`: any of its tables)
+/// or table.
+fn covers(opts: &RestoreOptions, keyspace: &str, table: Option<&str>) -> bool {
+    if is_system_keyspace(keyspace) && !opts.include_system {
+        return false;
+    }
+    if !opts.keyspaces.is_empty() && !opts.keyspaces.iter().any(|g| glob_match(g, keyspace)) {
+        return false;
+    }
+    match table {
+        Some(t) => opts.tables.is_empty() || opts.tables.iter().any(|g| glob_match(g, t)),
+        None => true,
+    }
+}
+
+/// The point has files, but none in a table the filters select.
+fn nothing_selected(
+    opts: &RestoreOptions,
+    point: &Point,
+    at_point: BTreeSet<String>,
+) -> RestoreError {
+    let mut filter: Vec<String> = Vec::new();
+    for g in &opts.keyspaces {
+        filter.push(format!("--keyspace {g}"));
+    }
+    for g in &opts.tables {
+        filter.push(format!("--table {g}"));
+    }
+    // Tables the filters would select with --include-system.
+    let with_system = RestoreOptions {
+        include_system: true,
+        ..opts.clone()
+    };
+    let system_selected = !opts.include_system
+        && at_point.iter().any(|t| {
+            let (ks, table) = t.split_once('.').unwrap_or((t, ""));
+            is_system_keyspace(ks) && covers(&with_system, ks, Some(table))
+        });
+    let filter = if filter.is_empty() {
+        "the default filters (no system keyspaces)".to_string()
+    } else {
+        filter.join(" ")
+    };
+    const SHOWN: usize = 12;
+    let tables: Vec<&str> = at_point.iter().map(String::as_str).take(SHOWN).collect();
+    let more = at_point.len().saturating_sub(SHOWN);
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    let hint = match &point.snapshot {
+        Some(name) => format!("`tablesafe snapshot show {name}` lists them"),
+        None => {
+            "`tablesafe snapshot list` and `snapshot show NAME` list the points and their tables"
+                .into()
+        }
+    };
+    RestoreError::NothingSelected {
+        node: opts.node.clone(),
+        point: point
+            .snapshot
+            .clone()
+            .unwrap_or_else(|| timespec::format_precise(point.time)),
+        filter,
+        tables: format!("{}{more}", tables.join(", ")),
+        hint: if system_selected {
+            format!("add --include-system to restore system keyspaces; {hint}")
+        } else {
+            hint
+        },
+    }
 }
 
 fn unsafe_path(path: &str, reason: &str) -> RestoreError {
@@ -559,7 +670,129 @@ pub struct RestoreSummary {
     pub copied: usize,
     /// Files that could not be restored, one line each.
     pub failed: Vec<String>,
+    /// Where what the target held besides the point went (nothing is deleted).
+    pub quarantine: Option<PathBuf>,
+    /// Entries of the restored table directories the point does not have, moved to the
+    /// quarantine.
+    pub quarantined: Vec<Entry>,
+    /// Files of the point the target held with other bytes: moved to the quarantine,
+    /// then restored.
+    pub replaced: Vec<PathBuf>,
     pub seconds: f64,
+}
+
+/// What to do with what the restored table directories hold that the point does not
+/// (see `quarantine`).
+#[derive(Debug, Clone, Default)]
+pub struct ExtraFiles {
+    /// Leave such entries in place (`--keep-extra`).
+    pub keep: bool,
+    /// The directory the quarantine is made in (default: the target's parent).
+    pub quarantine_in: Option<PathBuf>,
+}
+
+/// What a restore does to the target besides writing the point's files: for `--dry-run`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TargetChanges {
+    /// Entries of the restored table directories the point does not have.
+    pub extra: Vec<Entry>,
+    /// Planned paths that hold other bytes (`--overwrite`).
+    pub replaced: Vec<PathBuf>,
+    /// Where both would be moved.
+    pub quarantine: Option<PathBuf>,
+}
+
+/// The entries of the target's restored table directories the point does not have:
+/// none with `--keep-extra`, or in an empty target. Refused for `--resume`, which never
+/// moves anything: a restore gives exactly the point or says why it cannot.
+fn extras(
+    plan: &Plan,
+    opts: &RestoreOptions,
+    extra: &ExtraFiles,
+) -> Result<Vec<Entry>, RestoreError> {
+    if extra.keep || opts.existing == ExistingFiles::Refuse || !opts.to.exists() {
+        return Ok(Vec::new());
+    }
+    let planned: HashSet<PathBuf> = plan.files.iter().map(|f| f.dest.clone()).collect();
+    let selects = |ks: &str, table: Option<&str>| covers(opts, ks, table);
+    let found = find_extras(
+        &opts.to,
+        &Scope {
+            covers: &selects,
+            with_snapshots: opts.include_snapshots && opts.layout == Layout::Data,
+            planned: &planned,
+        },
+    )?;
+    if opts.existing == ExistingFiles::Resume
+        && let Some(first) = found.first()
+    {
+        return Err(RestoreError::ExtraInTarget {
+            dir: opts.to.clone(),
+            count: found.len(),
+            first: first.path.display().to_string(),
+        });
+    }
+    Ok(found)
+}
+
+/// What [`execute_with`] would move out of the target, changing nothing.
+pub fn preview(
+    plan: &Plan,
+    opts: &RestoreOptions,
+    extra: &ExtraFiles,
+) -> Result<TargetChanges, RestoreError> {
+    check_target(opts)?;
+    let mut changes = TargetChanges {
+        extra: extras(plan, opts, extra)?,
+        ..TargetChanges::default()
+    };
+    if opts.existing == ExistingFiles::Overwrite && opts.to.exists() {
+        for f in &plan.files {
+            let dest = opts.to.join(&f.dest);
+            if in_place(&dest, &f.version.hash, f.version.size)? == Some(false) {
+                changes.replaced.push(f.dest.clone());
+            }
+        }
+    }
+    if !changes.extra.is_empty() || !changes.replaced.is_empty() {
+        changes.quarantine = Some(location(
+            &opts.to,
+            extra.quarantine_in.as_deref(),
+            timespec::now(),
+        )?);
+    }
+    Ok(changes)
+}
+
+/// Moves `extra` and `replaced` (paths below the target) into a new quarantine.
+fn quarantine(
+    opts: &RestoreOptions,
+    extra: &ExtraFiles,
+    entries: &[Entry],
+    replaced: &[PathBuf],
+) -> Result<Option<PathBuf>, RestoreError> {
+    if entries.is_empty() && replaced.is_empty() {
+        return Ok(None);
+    }
+    let dir = location(&opts.to, extra.quarantine_in.as_deref(), timespec::now())?;
+    let mut q = Quarantine::create(&opts.to, &dir)?;
+    for (moved, path) in entries.iter().map(|e| &e.path).chain(replaced).enumerate() {
+        if let Err(e) = q.take(path) {
+            // The chain in one line, here, so that the quarantine is named after it.
+            let mut reason = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                reason = format!("{reason}: {s}");
+                source = s.source();
+            }
+            return Err(RestoreError::QuarantineCutShort {
+                reason,
+                moved,
+                dir: q.dir().to_path_buf(),
+            });
+        }
+    }
+    Ok(Some(q.finish()?))
 }
 
 /// Whether a file already in place holds the planned content.
@@ -593,15 +826,28 @@ fn set_mtime(path: &Path, mtime: Micros) -> std::io::Result<()> {
         .set_modified(system_time(mtime))
 }
 
-/// Restores every file of the plan.
+/// Restores every file of the plan; what the restored table directories hold besides
+/// is moved to a quarantine (`--overwrite`) or refused (`--resume`).
 pub async fn execute(
     repo: &Repository,
     plan: &Plan,
     opts: &RestoreOptions,
     progress: Arc<Progress>,
 ) -> Result<RestoreSummary, RestoreError> {
+    execute_with(repo, plan, opts, &ExtraFiles::default(), progress).await
+}
+
+/// [`execute`], saying what to do with entries the point does not have.
+pub async fn execute_with(
+    repo: &Repository,
+    plan: &Plan,
+    opts: &RestoreOptions,
+    extra: &ExtraFiles,
+    progress: Arc<Progress>,
+) -> Result<RestoreSummary, RestoreError> {
     let started = Instant::now();
     check_target(opts)?;
+    let extra_entries = extras(plan, opts, extra)?;
     fs::create_dir_all(&opts.to).map_err(|source| RestoreError::Io {
         path: opts.to.clone(),
         source,
@@ -618,6 +864,7 @@ pub async fn execute(
     // Group by content: one download per blob, hard links for the other paths.
     let mut by_hash: HashMap<Hash32, Vec<(&PlannedFile, PathBuf)>> = HashMap::new();
     let mut checked_dirs = HashSet::new();
+    let mut replaced = Vec::new();
     for f in &plan.files {
         let dest = prepare_parent(&opts.to, &f.dest, &mut checked_dirs)?;
         match in_place(&dest, &f.version.hash, f.version.size)? {
@@ -635,12 +882,18 @@ pub async fn execute(
                 progress.add_done(f.version.size);
                 continue;
             }
-            Some(_) if opts.existing == ExistingFiles::Overwrite => {}
+            Some(_) if opts.existing == ExistingFiles::Overwrite => replaced.push(f.dest.clone()),
             Some(_) => return Err(RestoreError::Conflict { path: dest }),
             None => {}
         }
         by_hash.entry(f.version.hash).or_default().push((f, dest));
     }
+    // Every refusal came before this: from here on the target changes. The moves come
+    // before the downloads, so a run that fails later leaves no extra file behind, and
+    // the files a run replaces are kept.
+    summary.quarantine = quarantine(opts, extra, &extra_entries, &replaced)?;
+    summary.quarantined = extra_entries;
+    summary.replaced = replaced;
     let point = plan
         .point
         .snapshot

@@ -778,3 +778,421 @@ fn a_node_with_two_data_directories_restores_into_one_target() {
     ok(env.restore(&env.catalog, &at, &to, &[]));
     assert_same_tree(&read_tree(&to), &live, "live files still restore");
 }
+
+/// A node backed up at point A, then changed the way a live node changes: a Statistics.db
+/// rewritten (same name, other bytes), flushes and a compaction (new SSTables, old ones
+/// gone), a table dropped (Cassandra snapshots it) and created again under a new id, a new
+/// table, and a flush cut short by a crash (its transaction log and half its files left),
+/// backed up again at point B. Returns point A and the node's tree at A.
+struct Later {
+    env: Env,
+    point_a: String,
+    tree_a: Tree,
+}
+
+fn later_history() -> Later {
+    let env = Env::new();
+    let mut node = Node::new(&env.data);
+    let mut events = node.create_table("ks1", "events", FixtureFormat::Nb);
+    let mut audit = node.create_table("ks1", "audit", FixtureFormat::Mc);
+    let mut old = node.create_table("ks2", "events", FixtureFormat::Oa);
+    let mut gens = Vec::new();
+    for t in [&mut events, &mut audit, &mut old] {
+        for _ in 0..2 {
+            let op = t.flush();
+            gens.push(op.generation().unwrap().clone());
+            op.run().unwrap();
+        }
+    }
+    events.snapshot("early").run().unwrap();
+    let point_a = env.backup();
+    let tree_a = expected_tree(&env.data, &[events.clone(), audit.clone(), old.clone()]);
+
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    for t in [&mut events, &mut audit] {
+        let live = t.live_generations();
+        t.rewrite_statistics(&live[0]).run().unwrap();
+        let op = t.flush();
+        let third = op.generation().unwrap().clone();
+        op.run().unwrap();
+        t.compact(&[live[1].clone(), third]).run().unwrap();
+        t.flush().run().unwrap();
+    }
+    // DROP TABLE ks2.events (auto_snapshot), then CREATE TABLE ks2.events again.
+    old.snapshot("dropped-ks2-events").run().unwrap();
+    for g in old.live_generations() {
+        for c in old.components() {
+            let _ = std::fs::remove_file(old.path().join(old.file_name(&g, &c)));
+        }
+    }
+    let mut recreated = node.create_table("ks2", "events", FixtureFormat::Oa);
+    recreated.flush().run().unwrap();
+    let mut late = node.create_table("ks1", "late", FixtureFormat::Nb);
+    late.flush().run().unwrap();
+    env.backup();
+    // A crash part way through a flush: its txn log and some components stay.
+    let mut cut = events.flush();
+    cut.run_steps(4).unwrap();
+    drop(cut);
+    Later {
+        env,
+        point_a,
+        tree_a,
+    }
+}
+
+/// Live table files only (`<ks>/<table dir>/<file>`, index directories included).
+fn live_part(tree: &Tree) -> Tree {
+    tree.iter()
+        .filter(|(k, _)| {
+            let parts: Vec<&str> = k.split('/').collect();
+            parts.len() >= 3 && parts[2] != "snapshots" && parts[2] != "backups"
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn not_live_part(tree: &Tree) -> Tree {
+    let live = live_part(tree);
+    tree.iter()
+        .filter(|(k, _)| !live.contains_key(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// After flushes and compactions, `restore --overwrite` in place to the earlier point
+/// leaves the table directories holding exactly that point's files (bytes and mtimes);
+/// every newer file, the crashed flush's files and log, the recreated table's and the new
+/// table's files, and the files the point has with other bytes are in a quarantine beside
+/// the data directory, byte for byte; snapshots and backups stay where they are.
+#[test]
+fn restoring_in_place_with_overwrite_gives_exactly_the_earlier_point() {
+    let Later {
+        env,
+        point_a,
+        tree_a,
+    } = later_history();
+    let before = read_tree(&env.data);
+    let want = live_part(&tree_a);
+    assert!(
+        live_part(&before).keys().any(|k| !want.contains_key(k)),
+        "the node has newer files"
+    );
+    let out = ok(env.restore(
+        &env.catalog,
+        &point_a,
+        &env.data,
+        &["--overwrite", "--json"],
+    ));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let after = read_tree(&env.data);
+    assert_same_tree(
+        &live_part(&after),
+        &want,
+        "table directories after the restore",
+    );
+    assert_same_tree(
+        &not_live_part(&after),
+        &not_live_part(&before),
+        "snapshots and backups stay",
+    );
+
+    // The quarantine: beside the data directory, holding everything else, intact.
+    let q = PathBuf::from(doc["summary"]["quarantine"].as_str().unwrap());
+    assert_eq!(
+        q.parent().unwrap(),
+        std::fs::canonicalize(env.tmp.path()).unwrap()
+    );
+    assert!(
+        q.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("tablesafe-quarantine-data-"),
+        "{}",
+        q.display()
+    );
+    let moved: Tree = live_part(&before)
+        .into_iter()
+        .filter(|(k, v)| want.get(k).is_none_or(|w| w.0 != v.0))
+        .collect();
+    assert!(moved.keys().any(|k| k.ends_with(".log")), "{moved:?}");
+    assert!(
+        moved
+            .keys()
+            .any(|k| k.ends_with("Statistics.db") && want.contains_key(k))
+    );
+    assert_same_tree(&read_tree(&q), &moved, "the quarantine");
+    let replaced = doc["summary"]["replaced"].as_array().unwrap();
+    assert_eq!(
+        replaced.len(),
+        moved.keys().filter(|k| want.contains_key(*k)).count()
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&q.display().to_string()), "{stdout}");
+
+    // Again: the node is the point, so nothing to move and nothing to download.
+    let out = ok(env.restore(&env.catalog, &point_a, &env.data, &["--overwrite"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("quarantine"), "{stdout}");
+    assert!(stdout.contains(" 0 downloaded,"), "{stdout}");
+    assert_same_tree(&read_tree(&env.data), &after, "unchanged");
+}
+
+/// `--dry-run` lists what `--overwrite` would move and changes nothing; `--resume` refuses
+/// a target with files the point does not have; `--keep-extra` keeps them in place.
+#[test]
+fn extra_files_are_listed_by_dry_run_refused_by_resume_and_kept_by_keep_extra() {
+    let Later {
+        env,
+        point_a,
+        tree_a,
+    } = later_history();
+    let before = read_tree(&env.data);
+    let want = live_part(&tree_a);
+    let extra: Vec<String> = live_part(&before)
+        .into_keys()
+        .filter(|k| !want.contains_key(k))
+        .collect();
+    assert!(!extra.is_empty());
+
+    let out = ok(env.restore(
+        &env.catalog,
+        &point_a,
+        &env.data,
+        &["--overwrite", "--dry-run"],
+    ));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_same_tree(&read_tree(&env.data), &before, "dry run changed nothing");
+    assert!(stdout.contains("would move "), "{stdout}");
+    let listed: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("  extra: "))
+        .collect();
+    // Each listed entry is an extra file, or a directory holding only extra files.
+    for k in &extra {
+        assert!(
+            listed
+                .iter()
+                .any(|l| k.as_str() == *l || k.starts_with(&format!("{l}/"))),
+            "{k} not listed:\n{stdout}"
+        );
+    }
+    for l in &listed {
+        assert!(
+            !want
+                .keys()
+                .any(|w| w == l || w.starts_with(&format!("{l}/"))),
+            "{l}"
+        );
+    }
+    let out = ok(env.restore(
+        &env.catalog,
+        &point_a,
+        &env.data,
+        &["--overwrite", "--dry-run", "--json"],
+    ));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["extra"].as_array().unwrap().len(), listed.len());
+    assert!(plan["quarantine"].as_str().is_some());
+    assert!(!plan["replaced"].as_array().unwrap().is_empty());
+    let siblings = std::fs::read_dir(env.tmp.path()).unwrap().count();
+
+    let out = env.restore(&env.catalog, &point_a, &env.data, &["--resume"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("the point does not have")
+            && stderr.contains("--overwrite")
+            && stderr.contains("--keep-extra"),
+        "{stderr}"
+    );
+    assert_same_tree(&read_tree(&env.data), &before, "--resume changed nothing");
+
+    // --keep-extra: the point's files are restored, the others stay; the files the point
+    // has with other bytes still go to a quarantine, so nothing is lost.
+    let out = ok(env.restore(
+        &env.catalog,
+        &point_a,
+        &env.data,
+        &["--overwrite", "--keep-extra", "--json"],
+    ));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["summary"]["quarantined"].as_array().unwrap().len(), 0);
+    let after = read_tree(&env.data);
+    let mut kept = want.clone();
+    for k in &extra {
+        kept.insert(k.clone(), before[k].clone());
+    }
+    assert_same_tree(&live_part(&after), &kept, "--keep-extra");
+    assert_eq!(
+        std::fs::read_dir(env.tmp.path()).unwrap().count(),
+        siblings + 1,
+        "one quarantine, for the replaced files"
+    );
+}
+
+/// A restore limited to one keyspace (or table) moves nothing out of the others; the
+/// quarantine is made in `--quarantine DIR` when given.
+#[test]
+fn a_filtered_restore_touches_only_the_tables_it_restores() {
+    let Later {
+        env,
+        point_a,
+        tree_a,
+    } = later_history();
+    let before = read_tree(&env.data);
+    let elsewhere = env.tmp.path().join("quarantines/restore-1");
+    let out = ok(env.restore(
+        &env.catalog,
+        &point_a,
+        &env.data,
+        &[
+            "--overwrite",
+            "--keyspace",
+            "ks1",
+            "--table",
+            "events",
+            "--json",
+            "--quarantine",
+            elsewhere.to_str().unwrap(),
+        ],
+    ));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let q = PathBuf::from(doc["summary"]["quarantine"].as_str().unwrap());
+    assert_eq!(
+        q.parent().unwrap(),
+        std::fs::canonicalize(&elsewhere).unwrap(),
+        "in --quarantine DIR"
+    );
+    let moved = read_tree(&q);
+    assert!(!moved.is_empty());
+    assert!(
+        moved.keys().all(|k| k.starts_with("ks1/events-")),
+        "{moved:?}"
+    );
+    let after = read_tree(&env.data);
+    let in_scope = |k: &str| k.starts_with("ks1/events-");
+    let want: Tree = live_part(&tree_a)
+        .into_iter()
+        .filter(|(k, _)| in_scope(k))
+        .collect();
+    let got: Tree = live_part(&after)
+        .into_iter()
+        .filter(|(k, _)| in_scope(k))
+        .collect();
+    assert_same_tree(&got, &want, "ks1.events");
+    let others = |t: &Tree| -> Tree {
+        t.iter()
+            .filter(|(k, _)| !in_scope(k) || !live_part(t).contains_key(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    assert_same_tree(&others(&after), &others(&before), "everything else");
+}
+
+/// A restore whose filters select no table of the point exits 1 with one line naming the
+/// filter and the tables the point has, and writes nothing.
+#[test]
+fn filters_that_match_nothing_exit_1_and_say_so() {
+    let env = Env::new();
+    small_node(&env);
+    let point = env.backup();
+    let to = env.target("nothing");
+    for (filter, shown) in [
+        (vec!["--keyspace", "ks_nope"], "--keyspace ks_nope"),
+        (
+            vec!["--keyspace", "ks_nb", "--table", "evnts"],
+            "--keyspace ks_nb --table evnts",
+        ),
+        (vec!["--table", "nope"], "--table nope"),
+    ] {
+        for extra in [vec![], vec!["--dry-run"]] {
+            let out = env.restore(&env.catalog, &point, &to, &[filter.clone(), extra].concat());
+            assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+            assert!(stderr.contains(&format!("matches {shown};")), "{stderr}");
+            assert!(stderr.contains("ks_nb.events"), "{stderr}");
+            assert!(
+                stderr.contains(&format!("tablesafe snapshot show {point}")),
+                "{stderr}"
+            );
+            assert!(!to.exists());
+        }
+    }
+    // By time, not by name: the hint says how to list points.
+    let at = timespec::format_precise(timespec::now());
+    let out = env.restore(&env.catalog, &at, &to, &["--table", "nope"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("tablesafe snapshot list"),
+        "{}",
+        text(&out)
+    );
+    ok(env.restore(&env.catalog, &point, &to, &["--table", "ev*"]));
+}
+
+/// A restore killed while it moved extra files has renamed some into its quarantine and
+/// left the others (each rename is atomic: a file is in one place or the other). A rerun
+/// with `--resume` says so; one with `--overwrite` moves the rest into a new quarantine:
+/// the node is then the point and the two quarantines hold every other file, intact.
+#[test]
+fn a_rerun_after_a_quarantine_cut_short_finishes_it() {
+    let Later {
+        env,
+        point_a,
+        tree_a,
+    } = later_history();
+    let before = read_tree(&env.data);
+    let want = live_part(&tree_a);
+    let out = ok(env.restore(
+        &env.catalog,
+        &point_a,
+        &env.data,
+        &["--overwrite", "--dry-run", "--json"],
+    ));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let extra: Vec<&str> = plan["extra"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert!(extra.len() >= 4, "{extra:?}");
+    // What the killed run did: every other entry renamed into its quarantine.
+    let first = env.tmp.path().join("tablesafe-quarantine-data-killed");
+    for rel in extra.iter().step_by(2) {
+        let to = first.join(rel);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::rename(env.data.join(rel), to).unwrap();
+    }
+
+    let out = env.restore(&env.catalog, &point_a, &env.data, &["--resume"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pass --overwrite"),
+        "{}",
+        text(&out)
+    );
+
+    let out = ok(env.restore(
+        &env.catalog,
+        &point_a,
+        &env.data,
+        &["--overwrite", "--json"],
+    ));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_same_tree(&live_part(&read_tree(&env.data)), &want, "the point");
+    let second = PathBuf::from(doc["summary"]["quarantine"].as_str().unwrap());
+    assert_ne!(std::fs::canonicalize(&first).unwrap(), second);
+    let mut quarantined = read_tree(&first);
+    for (k, v) in read_tree(&second) {
+        assert!(quarantined.insert(k.clone(), v).is_none(), "{k} twice");
+    }
+    let moved: Tree = live_part(&before)
+        .into_iter()
+        .filter(|(k, v)| want.get(k).is_none_or(|w| w.0 != v.0))
+        .collect();
+    assert_same_tree(&quarantined, &moved, "both quarantines");
+}

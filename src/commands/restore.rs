@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use tablesafe::restore::{
-    self, ExistingFiles, Layout, Plan, Progress, RestoreOptions, RestoreSummary,
+    self, Entry, ExistingFiles, ExtraFiles, Layout, Plan, Progress, RestoreOptions, RestoreSummary,
+    TargetChanges,
 };
 use tablesafe::timespec;
 
@@ -40,6 +41,10 @@ pub fn run(args: &RestoreArgs, settings: &Settings) -> Result<ExitCode, Failure>
         force: args.force,
         parallel: args.parallel.max(1),
     };
+    let extra = ExtraFiles {
+        keep: args.keep_extra,
+        quarantine_in: args.quarantine.clone(),
+    };
     let rt = runtime()?;
     let (repo, plan) = rt.block_on(async {
         let repo = open_repo(settings, false).await?;
@@ -50,13 +55,13 @@ pub fn run(args: &RestoreArgs, settings: &Settings) -> Result<ExitCode, Failure>
         Ok::<_, Failure>((repo, plan))
     })?;
     if args.dry_run {
-        restore::check_target(&opts).map_err(anyhow::Error::from)?;
-        print_plan(&plan, args.json)?;
+        let changes = restore::preview(&plan, &opts, &extra).map_err(anyhow::Error::from)?;
+        print_plan(&plan, &changes, args.json)?;
         return Ok(ExitCode::SUCCESS);
     }
     let progress = Arc::new(Progress::default());
     let reporter = Reporter::start("restore", progress.clone());
-    let result = rt.block_on(restore::execute(&repo, &plan, &opts, progress));
+    let result = rt.block_on(restore::execute_with(&repo, &plan, &opts, &extra, progress));
     drop(reporter);
     let summary = result.map_err(anyhow::Error::from)?;
     if args.json {
@@ -90,11 +95,16 @@ fn point_label(plan: &Plan) -> String {
     }
 }
 
-fn print_plan(plan: &Plan, json: bool) -> Result<(), Failure> {
+fn print_plan(plan: &Plan, changes: &TargetChanges, json: bool) -> Result<(), Failure> {
     if json {
+        let mut doc = serde_json::to_value(plan).map_err(anyhow::Error::from)?;
+        let changes = serde_json::to_value(changes).map_err(anyhow::Error::from)?;
+        if let (Some(doc), serde_json::Value::Object(changes)) = (doc.as_object_mut(), changes) {
+            doc.extend(changes);
+        }
         println!(
             "{}",
-            serde_json::to_string_pretty(plan).map_err(anyhow::Error::from)?
+            serde_json::to_string_pretty(&doc).map_err(anyhow::Error::from)?
         );
         return Ok(());
     }
@@ -129,7 +139,30 @@ fn print_plan(plan: &Plan, json: bool) -> Result<(), Failure> {
             t.dir.display()
         );
     }
+    if let Some(dir) = &changes.quarantine {
+        let (files, bytes) = weight(&changes.extra);
+        println!(
+            "would move {} entries the point does not have ({files} files, {}) and {} files it has with other bytes to {} (nothing deleted):",
+            changes.extra.len(),
+            human_bytes(bytes),
+            changes.replaced.len(),
+            dir.display()
+        );
+        for e in &changes.extra {
+            println!("  extra: {}", e.path.display());
+        }
+        for path in &changes.replaced {
+            println!("  replaced: {}", path.display());
+        }
+    }
     Ok(())
+}
+
+/// Files and bytes of entries (below them, for directories).
+fn weight(entries: &[Entry]) -> (u64, u64) {
+    entries
+        .iter()
+        .fold((0, 0), |(f, b), e| (f + e.files, b + e.bytes))
 }
 
 fn print_summary(plan: &Plan, s: &RestoreSummary, opts: &RestoreOptions) {
@@ -146,6 +179,16 @@ fn print_summary(plan: &Plan, s: &RestoreSummary, opts: &RestoreOptions) {
         s.linked,
         s.already_in_place
     );
+    if let Some(dir) = &s.quarantine {
+        let (files, bytes) = weight(&s.quarantined);
+        println!(
+            "moved {} entries the point does not have ({files} files, {}) and {} files it has with other bytes to {} (nothing deleted)",
+            s.quarantined.len(),
+            human_bytes(bytes),
+            s.replaced.len(),
+            dir.display()
+        );
+    }
     for f in &s.failed {
         println!("FAILED: {f}");
     }
