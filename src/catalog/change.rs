@@ -120,6 +120,15 @@ pub enum Change {
         pack: Hash32,
         members: Vec<PackMember>,
     },
+    /// The catalog that wrote this batch: every batch of a node starts with it (batches
+    /// written before it existed have none). A catalog writes a node's history only
+    /// while the node's latest batch is its own (see `catalog::writer`).
+    Writer {
+        /// The writing catalog's random id.
+        id: String,
+        /// The host it ran on, for messages.
+        host: String,
+    },
 }
 
 /// Where one small file's bytes sit inside a pack's (uncompressed) content.
