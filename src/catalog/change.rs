@@ -121,8 +121,10 @@ pub enum Change {
         members: Vec<PackMember>,
     },
     /// The catalog that wrote this batch: every batch of a node starts with it (batches
-    /// written before it existed have none). A catalog writes a node's history only
-    /// while the node's latest batch is its own (see `catalog::writer`).
+    /// written before it existed have none, and still decode: a new variant needs no
+    /// new encoding version, though a tablesafe older than it cannot read such logs).
+    /// A catalog writes a node's history only while the node's latest batch is its own
+    /// (see `catalog::writer`).
     Writer {
         /// The writing catalog's random id.
         id: String,
@@ -202,6 +204,10 @@ mod tests {
             seq: 7,
             time: 42,
             changes: vec![
+                Change::Writer {
+                    id: "9a1c".into(),
+                    host: "cass-1".into(),
+                },
                 Change::Blob {
                     hash: [1; 32],
                     size: 10,

@@ -5,6 +5,9 @@
 //! refer to a missing blob. Uploads are create-if-absent: an object that is already there
 //! (a retry after a crash) must be byte-identical, otherwise two processes are writing
 //! as the same node and the backup stops rather than overwrite the other's history.
+//! Since some stores ignore the condition, every upload is preceded by
+//! [`check_can_write`] (repository identity, writer id, and a LIST for batches this
+//! catalog did not write), which does not depend on it.
 //!
 //! `catalog rebuild` LISTs `nodes/` and the log prefixes (never `blobs/`) and replays every
 //! batch in order through [`super::Replay::apply`], the same code a backup's commit uses.
