@@ -277,7 +277,8 @@ fn a_backup_while_a_daemon_runs_is_refused_with_its_pid_and_a_killed_daemon_bloc
 /// Cassandra data at the same path: the second is refused before it records anything
 /// (the node still restores to the first host's files), as a one-shot backup and as a
 /// daemon, however often it tries. `catalog rebuild` on the second host takes the node
-/// over, and then the first host is refused. Neither refusal rests on the store
+/// over, and then the first host is refused. Each refused host leaves a notice that the
+/// node's writer reports, once, at its next backup. Neither refusal rests on the store
 /// honouring conditional creates: the second host knows from the log who wrote it, the
 /// first finds a batch it did not write.
 #[test]
@@ -330,9 +331,24 @@ fn a_second_host_with_the_same_node_name_is_refused_until_it_takes_the_node_over
     ));
     assert_eq!(files(&to), h1_files);
 
-    // The first host carries on.
+    // The first host carries on, and is told.
     swap(&h2_away, &h1_away);
-    support::cli::ok(env.backup(&h1, &[]));
+    let contenders = env.repo.join("nodes/n1/contenders");
+    assert_eq!(
+        files(&contenders).len(),
+        1,
+        "one notice per refused catalog"
+    );
+    let out = support::cli::ok(env.backup(&h1, &[]));
+    let told = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        told.contains("another host tried to back up node n1 and was refused")
+            && told.contains("--node"),
+        "{told}"
+    );
+    assert!(files(&contenders).is_empty(), "a notice is reported once");
+    let out = support::cli::ok(env.backup(&h1, &[]));
+    assert!(out.stderr.is_empty(), "{}", support::cli::text(&out));
 
     // Host 2 replaces host 1: from now on the node is host 2's files.
     swap(&h1_away, &h2_away);
@@ -354,6 +370,14 @@ fn a_second_host_with_the_same_node_name_is_refused_until_it_takes_the_node_over
     assert!(
         line.contains("also being backed up by another catalog") && line.contains("writer"),
         "{line}"
+    );
+    // The new writer hears that the old one still runs.
+    swap(&h1_away, &h2_away);
+    let out = support::cli::ok(env.backup(&h2, &[]));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another host tried to back up node n1"),
+        "{}",
+        support::cli::text(&out)
     );
 }
 

@@ -88,7 +88,9 @@ pub async fn upload_pending(
 
 /// Whether `catalog` may write `node`'s history into `repo` now: two small requests
 /// (a GET of `config`, a LIST of the node's log after the last batch this catalog
-/// knows the repository holds, empty unless someone else wrote).
+/// knows the repository holds, empty unless someone else wrote), and at the start of a
+/// pass (nothing pending) a third, a LIST of the notices refused writers left
+/// (`catalog::contenders`).
 ///
 /// - The repository is still the one opened: its `config` exists and holds the same id
 ///   (and the catalog belongs to that repository). Otherwise nothing is written, so a
@@ -112,17 +114,42 @@ pub async fn check_can_write(
             found: opened,
         });
     }
-    if let Err(other) = catalog.may_write(node)? {
-        return Err(MirrorError::ForeignWriter {
-            node: node.to_string(),
-            other: other.describe(),
-            seq: other.seq,
-        });
-    }
     let uploaded = catalog.last_uploaded_seq(node)?;
     let last = catalog.last_seq(node)?;
-    // Batches up to `last` not yet marked uploaded are this catalog's own (an upload
-    // interrupted before it was recorded); `upload` compares them byte for byte.
+    if let Some((other, seq)) = other_writer(repo, catalog, node, uploaded, last).await? {
+        let refused = MirrorError::ForeignWriter {
+            node: node.to_string(),
+            other,
+            seq,
+        };
+        // The node's writer hears of it too (see `contenders`).
+        let own = catalog.writer_id()?;
+        super::contenders::leave(repo, node, &own, &refused.to_string()).await;
+        return Err(refused);
+    }
+    if uploaded == last {
+        // Nothing pending: the start of a pass.
+        super::contenders::report(repo, node).await?;
+    }
+    Ok(())
+}
+
+/// Another catalog writing `node`, described, with the batch that shows it: the node's
+/// latest batch this catalog applied is not its own, or the repository holds a batch
+/// after `last` (the catalog's latest), listed after `uploaded` (the latest it knows
+/// the repository holds). Batches up to `last` not yet marked uploaded are this
+/// catalog's own (an upload interrupted before it was recorded); `upload` compares
+/// them byte for byte.
+async fn other_writer(
+    repo: &Repository,
+    catalog: &mut Catalog,
+    node: &str,
+    uploaded: u64,
+    last: u64,
+) -> Result<Option<(String, u64)>, MirrorError> {
+    if let Err(other) = catalog.may_write(node)? {
+        return Ok(Some((other.describe(), other.seq)));
+    }
     let listed = list_new(repo, node, uploaded).await?;
     let foreign = listed.iter().find(|(key, _)| {
         key.rsplit('/')
@@ -130,32 +157,27 @@ pub async fn check_can_write(
             .and_then(|n| n.parse::<u64>().ok())
             .is_none_or(|seq| seq > last)
     });
-    if let Some((key, _)) = foreign {
-        let body = repo.get_object(key).await?;
-        let (other, seq) = match Batch::decode(&body) {
-            Ok(batch) => {
-                let writer = batch.changes.iter().find_map(|c| match c {
-                    super::Change::Writer { id, host } => Some(super::writer::NodeWriter {
-                        writer: id.clone(),
-                        host: host.clone(),
-                        seq: batch.seq,
-                    }),
-                    _ => None,
-                });
-                (
-                    writer.map_or_else(|| "a writer without an id".to_string(), |w| w.describe()),
-                    batch.seq,
-                )
-            }
-            Err(_) => (format!("an unreadable batch at {key}"), last + 1),
-        };
-        return Err(MirrorError::ForeignWriter {
-            node: node.to_string(),
-            other,
-            seq,
-        });
-    }
-    Ok(())
+    let Some((key, _)) = foreign else {
+        return Ok(None);
+    };
+    let body = repo.get_object(key).await?;
+    Ok(Some(match Batch::decode(&body) {
+        Ok(batch) => {
+            let writer = batch.changes.iter().find_map(|c| match c {
+                super::Change::Writer { id, host } => Some(super::writer::NodeWriter {
+                    writer: id.clone(),
+                    host: host.clone(),
+                    seq: batch.seq,
+                }),
+                _ => None,
+            });
+            (
+                writer.map_or_else(|| "a writer without an id".to_string(), |w| w.describe()),
+                batch.seq,
+            )
+        }
+        Err(_) => (format!("an unreadable batch at {key}"), last + 1),
+    }))
 }
 
 /// The repository is still the one `repo` opened: its `config` exists and holds the
@@ -196,7 +218,8 @@ async fn upload(repo: &Repository, batch: &Batch) -> Result<(), MirrorError> {
 }
 
 /// Nodes that have a catalog log in the repository: one delimiter LIST of `nodes/`
-/// (a node's own prefix holds only its `log/`), not a listing of every log object.
+/// (a node's own prefix holds its `log/` and `contenders/`), not a listing of every log
+/// object.
 /// Names starting with `@` are not node names (gc's stream is `@gc`) and are left out.
 pub async fn nodes(repo: &Repository) -> Result<Vec<String>, MirrorError> {
     let mut nodes = repo.list_dirs("nodes/").await?;
