@@ -120,6 +120,17 @@ pub enum Change {
         pack: Hash32,
         members: Vec<PackMember>,
     },
+    /// The catalog that wrote this batch: every batch of a node starts with it (batches
+    /// written before it existed have none, and still decode: a new variant needs no
+    /// new encoding version, though a tablesafe older than it cannot read such logs).
+    /// A catalog writes a node's history only while the node's latest batch is its own
+    /// (see `catalog::writer`).
+    Writer {
+        /// The writing catalog's random id.
+        id: String,
+        /// The host it ran on, for messages.
+        host: String,
+    },
 }
 
 /// Where one small file's bytes sit inside a pack's (uncompressed) content.
@@ -193,6 +204,10 @@ mod tests {
             seq: 7,
             time: 42,
             changes: vec![
+                Change::Writer {
+                    id: "9a1c".into(),
+                    host: "cass-1".into(),
+                },
                 Change::Blob {
                     hash: [1; 32],
                     size: 10,

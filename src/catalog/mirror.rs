@@ -5,6 +5,9 @@
 //! refer to a missing blob. Uploads are create-if-absent: an object that is already there
 //! (a retry after a crash) must be byte-identical, otherwise two processes are writing
 //! as the same node and the backup stops rather than overwrite the other's history.
+//! Since some stores ignore the condition, every upload is preceded by
+//! [`check_can_write`] (repository identity, writer id, and a LIST for batches this
+//! catalog did not write), which does not depend on it.
 //!
 //! `catalog rebuild` LISTs `nodes/` and the log prefixes (never `blobs/`) and replays every
 //! batch in order through [`super::Replay::apply`], the same code a backup's commit uses.
@@ -38,6 +41,26 @@ pub enum MirrorError {
     GcRace { key: String },
     #[error("no catalog history for node {node:?} in the repository (nodes found: {found})")]
     UnknownNode { node: String, found: String },
+    #[error(
+        "node {node:?} is also being backed up by another catalog ({other}, batch {seq} of its log): nothing was recorded; give each host its own --node, or if this host replaces the other one, run `tablesafe catalog rebuild` here to take the node over"
+    )]
+    ForeignWriter {
+        node: String,
+        other: String,
+        seq: u64,
+    },
+    #[error(
+        "the repository {url} is gone (its config object is missing): nothing more is written to it, and tablesafe never recreates a repository; restore it, or point --repo at the right one"
+    )]
+    RepositoryGone { url: String },
+    #[error(
+        "the repository at {url} is not the one this catalog belongs to (repository id {found}, expected {expected}): it was replaced by a new `init` or --repo names another; nothing is written to it; move the catalog aside and run `tablesafe catalog rebuild` if the new repository is the right one"
+    )]
+    RepositoryReplaced {
+        url: String,
+        expected: String,
+        found: String,
+    },
 }
 
 /// Object key of a node's batch; zero-padded so keys sort in sequence order.
@@ -46,18 +69,131 @@ pub fn log_key(node: &str, seq: u64) -> String {
 }
 
 /// Uploads every batch of `node` committed locally but not yet in the repository.
-/// Returns how many were uploaded.
+/// Returns how many were uploaded. Checks first that this catalog may still write the
+/// node into this repository ([`check_can_write`]): a backup calls this at the start of
+/// every pass and after committing every batch, so no batch is written without it.
 pub async fn upload_pending(
     repo: &Repository,
     catalog: &mut Catalog,
     node: &str,
 ) -> Result<usize, MirrorError> {
+    check_can_write(repo, catalog, node).await?;
     let pending = catalog.pending_batches(node)?;
     for batch in &pending {
         upload(repo, batch).await?;
         catalog.mark_uploaded(node, batch.seq)?;
     }
     Ok(pending.len())
+}
+
+/// Whether `catalog` may write `node`'s history into `repo` now: two small requests
+/// (a GET of `config`, a LIST of the node's log after the last batch this catalog
+/// knows the repository holds, empty unless someone else wrote), and at the start of a
+/// pass (nothing pending) a third, a LIST of the notices refused writers left
+/// (`catalog::contenders`).
+///
+/// - The repository is still the one opened: its `config` exists and holds the same id
+///   (and the catalog belongs to that repository). Otherwise nothing is written, so a
+///   repository deleted or replaced under a running daemon is never recreated in part.
+/// - The node's latest batch this catalog applied is its own ([`Catalog::may_write`]).
+/// - The repository holds no batch of the node beyond the catalog's own: a batch there
+///   that this catalog did not write means another catalog writes the node. This does
+///   not rest on the store honouring conditional creates.
+pub async fn check_can_write(
+    repo: &Repository,
+    catalog: &mut Catalog,
+    node: &str,
+) -> Result<(), MirrorError> {
+    check_repository(repo).await?;
+    let url = repo.url().to_string();
+    let opened = repo.config().id.clone();
+    if let Some(expected) = catalog.bind_repository(&opened)? {
+        return Err(MirrorError::RepositoryReplaced {
+            url,
+            expected,
+            found: opened,
+        });
+    }
+    let uploaded = catalog.last_uploaded_seq(node)?;
+    let last = catalog.last_seq(node)?;
+    if let Some((other, seq)) = other_writer(repo, catalog, node, uploaded, last).await? {
+        let refused = MirrorError::ForeignWriter {
+            node: node.to_string(),
+            other,
+            seq,
+        };
+        // The node's writer hears of it too (see `contenders`).
+        let own = catalog.writer_id()?;
+        super::contenders::leave(repo, node, &own, &refused.to_string()).await;
+        return Err(refused);
+    }
+    if uploaded == last {
+        // Nothing pending: the start of a pass.
+        super::contenders::report(repo, node).await?;
+    }
+    Ok(())
+}
+
+/// Another catalog writing `node`, described, with the batch that shows it: the node's
+/// latest batch this catalog applied is not its own, or the repository holds a batch
+/// after `last` (the catalog's latest), listed after `uploaded` (the latest it knows
+/// the repository holds). Batches up to `last` not yet marked uploaded are this
+/// catalog's own (an upload interrupted before it was recorded); `upload` compares
+/// them byte for byte.
+async fn other_writer(
+    repo: &Repository,
+    catalog: &mut Catalog,
+    node: &str,
+    uploaded: u64,
+    last: u64,
+) -> Result<Option<(String, u64)>, MirrorError> {
+    if let Err(other) = catalog.may_write(node)? {
+        return Ok(Some((other.describe(), other.seq)));
+    }
+    let listed = list_new(repo, node, uploaded).await?;
+    let foreign = listed.iter().find(|(key, _)| {
+        key.rsplit('/')
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_none_or(|seq| seq > last)
+    });
+    let Some((key, _)) = foreign else {
+        return Ok(None);
+    };
+    let body = repo.get_object(key).await?;
+    Ok(Some(match Batch::decode(&body) {
+        Ok(batch) => {
+            let writer = batch.changes.iter().find_map(|c| match c {
+                super::Change::Writer { id, host } => Some(super::writer::NodeWriter {
+                    writer: id.clone(),
+                    host: host.clone(),
+                    seq: batch.seq,
+                }),
+                _ => None,
+            });
+            (
+                writer.map_or_else(|| "a writer without an id".to_string(), |w| w.describe()),
+                batch.seq,
+            )
+        }
+        Err(_) => (format!("an unreadable batch at {key}"), last + 1),
+    }))
+}
+
+/// The repository is still the one `repo` opened: its `config` exists and holds the
+/// same id (one small GET). Checked before every write of a log object.
+pub async fn check_repository(repo: &Repository) -> Result<(), MirrorError> {
+    let url = repo.url().to_string();
+    let opened = &repo.config().id;
+    match repo.current_id().await? {
+        None => Err(MirrorError::RepositoryGone { url }),
+        Some(found) if found != *opened => Err(MirrorError::RepositoryReplaced {
+            url,
+            expected: opened.clone(),
+            found,
+        }),
+        Some(_) => Ok(()),
+    }
 }
 
 async fn upload(repo: &Repository, batch: &Batch) -> Result<(), MirrorError> {
@@ -82,7 +218,8 @@ async fn upload(repo: &Repository, batch: &Batch) -> Result<(), MirrorError> {
 }
 
 /// Nodes that have a catalog log in the repository: one delimiter LIST of `nodes/`
-/// (a node's own prefix holds only its `log/`), not a listing of every log object.
+/// (a node's own prefix holds its `log/` and `contenders/`), not a listing of every log
+/// object.
 /// Names starting with `@` are not node names (gc's stream is `@gc`) and are left out.
 pub async fn nodes(repo: &Repository) -> Result<Vec<String>, MirrorError> {
     let mut nodes = repo.list_dirs("nodes/").await?;
@@ -187,6 +324,7 @@ pub async fn append_gc_batch(
     catalog: &mut Catalog,
     changes: Vec<super::Change>,
 ) -> Result<Batch, MirrorError> {
+    check_repository(repo).await?;
     let seq = catalog.last_seq(GC_STREAM)? + 1;
     let batch = Batch {
         node: GC_STREAM.to_string(),

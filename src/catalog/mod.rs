@@ -11,9 +11,12 @@
 //! pending, and the next run uploads it first.
 
 pub mod change;
+mod contenders;
+pub mod lock;
 pub mod mirror;
 pub mod reach;
 mod schema;
+pub mod writer;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -239,6 +242,10 @@ impl Catalog {
         changes: Vec<Change>,
     ) -> Result<Batch, CatalogError> {
         let seq = self.last_seq(node)? + 1;
+        // Every batch names the catalog that wrote it (see `writer`).
+        let changes = std::iter::once(self.writer_change()?)
+            .chain(changes)
+            .collect();
         let batch = Batch {
             node: node.to_string(),
             seq,
@@ -739,6 +746,7 @@ impl Replay<'_> {
         for change in &batch.changes {
             schema::apply_change(&self.tx, &batch.node, batch.time, change).map_err(sql)?;
         }
+        writer::record(&self.tx, batch).map_err(sql)?;
         Ok(true)
     }
 

@@ -161,6 +161,21 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (node, data_dir)
     ) WITHOUT ROWID;
     ",
+    // 7: one writer per node: this catalog's writer id, and who wrote each node's
+    // latest batch (see `catalog::writer`).
+    "
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE writers (
+        node   TEXT PRIMARY KEY,
+        writer TEXT NOT NULL,     -- '' for batches written before writer ids existed
+        host   TEXT NOT NULL,
+        seq    INTEGER NOT NULL   -- the batch that said so
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build writes.
@@ -450,6 +465,8 @@ pub fn apply_change(
                 unpacked.execute([h.as_slice()])?;
             }
         }
+        // Recorded per batch by `Replay::apply`, which knows the batch's number.
+        Change::Writer { .. } => {}
         Change::Packed { pack, members } => {
             let mut stmt = tx.prepare_cached(
                 "INSERT OR IGNORE INTO packed (hash, pack, offset, size) VALUES (?1, ?2, ?3, ?4)",

@@ -10,7 +10,7 @@ use tablesafe::backup::{self, BackupOptions, BackupSummary, PointMode, Progress}
 use tablesafe::timespec;
 
 use super::progress::Reporter;
-use super::repo::{open_catalog, open_repo};
+use super::repo::{lock_catalog, open_catalog, open_repo};
 use super::{Failure, Settings, human_bytes, runtime};
 use crate::cli::BackupArgs;
 
@@ -56,6 +56,7 @@ pub fn run(
         prune_incremental: args.prune_incremental,
         pack_small_files: args.pack_small_files,
     };
+    let _lock = lock_catalog(settings)?;
     let progress = Arc::new(Progress::default());
     let reporter = Reporter::start("backup", progress.clone());
     let result = runtime()?.block_on(async {

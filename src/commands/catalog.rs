@@ -9,12 +9,14 @@ use std::process::ExitCode;
 use anyhow::Context;
 use tablesafe::catalog::{Catalog, mirror};
 
-use super::repo::{catalog_path, open_repo, repo_url};
+use super::repo::{catalog_path, lock_catalog, open_repo, repo_url};
 use super::{Failure, Settings, runtime};
 use crate::cli::RebuildArgs;
 
 pub fn rebuild(args: &RebuildArgs, settings: &Settings) -> Result<ExitCode, Failure> {
     let path = catalog_path(settings, repo_url(settings)?);
+    // It replaces the catalog: never under a running daemon or backup.
+    let _lock = lock_catalog(settings)?;
     let partial = path.with_extension("db.rebuild");
     remove_db(&partial)?;
     let (nodes, batches) = runtime()?.block_on(async {
@@ -35,6 +37,15 @@ pub fn rebuild(args: &RebuildArgs, settings: &Settings) -> Result<ExitCode, Fail
         mirror::sync_gc_log(&repo, &mut catalog)
             .await
             .context("replaying gc's log")?;
+        // The rebuilt catalog is this node's writer from now on (a replaced disk or
+        // host takes the node over this way); a process still writing it elsewhere is
+        // refused at its next batch once this one has written.
+        catalog
+            .claim_node(&settings.node)
+            .map_err(anyhow::Error::from)?;
+        catalog
+            .bind_repository(&repo.config().id)
+            .map_err(anyhow::Error::from)?;
         Ok::<_, Failure>((nodes, batches))
     })?;
     remove_db(&path)?;

@@ -13,7 +13,7 @@ use tablesafe::watch::{self, Control, DaemonOptions, DaemonStatus};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use super::repo::{open_catalog, open_repo};
+use super::repo::{lock_catalog, open_catalog, open_repo};
 use super::{Failure, Settings, runtime};
 use crate::cli::DaemonArgs;
 
@@ -94,10 +94,16 @@ pub fn run(args: &DaemonArgs, settings: &Settings) -> Result<ExitCode, Failure> 
             )));
         }
     }
+    let _lock = lock_catalog(settings)?;
     let rt = runtime()?;
     rt.block_on(async {
         let repo = open_repo(settings, args.backup.init).await?;
         let mut catalog = open_catalog(settings, &repo).await?;
+        // Another host writing this node, or a catalog of another repository: refuse
+        // now rather than retry every pass.
+        tablesafe::catalog::mirror::check_can_write(&repo, &mut catalog, &settings.node)
+            .await
+            .map_err(anyhow::Error::from)?;
         let status = Arc::new(Mutex::new(DaemonStatus::default()));
         if let Some(addr) = args.metrics_addr {
             tablesafe::metrics::serve(addr, status.clone())

@@ -145,6 +145,14 @@ fn print_summary(s: &GcSummary) {
             s.blobs_recorded_gone
         );
     }
+    if s.leftovers_removed > 0 {
+        println!(
+            "{} {} staging file(s) of interrupted uploads ({})",
+            verb("removed", "would remove"),
+            s.leftovers_removed,
+            human_bytes(s.leftover_bytes)
+        );
+    }
     if let Some(next) = s.next_deletion {
         println!(
             "{} condemned blob(s) ({}) wait out the grace period; the first may go at {} (run gc again then)",

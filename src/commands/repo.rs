@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use tablesafe::catalog::lock::WriterLock;
 use tablesafe::catalog::{Catalog, mirror};
 use tablesafe::store::{Repository, StoreError};
 
@@ -48,6 +49,14 @@ pub fn catalog_path(settings: &Settings, url: &str) -> PathBuf {
         .catalog
         .clone()
         .unwrap_or_else(|| Catalog::default_path(url, &settings.node))
+}
+
+/// Takes the one-writer lock of this node's catalog (`<catalog>.lock`), held until the
+/// returned guard is dropped or the process dies. Every command that writes the node's
+/// history takes it before opening the catalog.
+pub fn lock_catalog(settings: &Settings) -> Result<WriterLock, Failure> {
+    let path = catalog_path(settings, repo_url(settings)?);
+    Ok(WriterLock::acquire(&path).map_err(anyhow::Error::from)?)
 }
 
 /// Opens the local catalog. A catalog with no history of this node is first caught up

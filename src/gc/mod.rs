@@ -36,6 +36,7 @@
 //! create-if-absent batch, so two gc runs cannot both write, and an interrupted gc is
 //! simply run again: blobs it deleted without recording are found gone and recorded.
 
+pub mod leftovers;
 pub mod policy;
 
 use std::collections::BTreeMap;
@@ -135,6 +136,9 @@ pub struct GcSummary {
     pub bytes_condemned: u64,
     pub blobs_deleted: u64,
     pub bytes_freed: u64,
+    /// Staging files of interrupted uploads removed (`gc::leftovers`), and their bytes.
+    pub leftovers_removed: u64,
+    pub leftover_bytes: u64,
     /// Condemned blobs already gone (an earlier gc deleted them and was interrupted).
     pub blobs_recorded_gone: u64,
     /// Condemned blobs still inside their grace period, their bytes, and when the
@@ -276,6 +280,8 @@ pub async fn run(
             summary.next_deletion = Some(now + opts.grace);
         }
     }
+    let left = leftovers::clean(repo, opts.grace, opts.dry_run).await?;
+    (summary.leftovers_removed, summary.leftover_bytes) = (left.files, left.bytes);
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }

@@ -502,6 +502,18 @@ impl Repository {
         }
     }
 
+    /// The id in the repository's `config` object as it is now (`None` when there is
+    /// no `config`: the repository was deleted). One small GET. A process compares it
+    /// with [`RepoConfig::id`] of what it opened before it writes, so it never writes
+    /// into a repository that disappeared or was replaced under it.
+    pub async fn current_id(&self) -> Result<Option<String>, StoreError> {
+        match self.get_object(CONFIG_KEY).await {
+            Ok(bytes) => Ok(Some(RepoConfig::parse(&bytes, &self.url_text)?.id)),
+            Err(StoreError::ObjectNotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Reads a whole (small) object.
     pub async fn get_object(&self, key: &str) -> Result<Bytes, StoreError> {
         let path = object_path(key)?;
