@@ -97,6 +97,10 @@ pub struct RetryOptions {
     pub connect_timeout: Duration,
     /// Whole-request timeout (one part upload of up to `part_size` bytes must fit).
     pub request_timeout: Duration,
+    /// A download that gets no answer, or no byte of its body, for this long is taken
+    /// as a dead connection (a peer or middlebox that drops packets without a reset)
+    /// and tried again within the budget, rather than waiting out `request_timeout`.
+    pub download_stall: Duration,
 }
 
 impl Default for RetryOptions {
@@ -108,6 +112,7 @@ impl Default for RetryOptions {
             max_backoff: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(300),
+            download_stall: Duration::from_secs(60),
         }
     }
 }
@@ -122,6 +127,7 @@ impl RetryOptions {
             max_backoff: Duration::from_millis(200),
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(60),
+            download_stall: Duration::from_secs(10),
         }
     }
 }

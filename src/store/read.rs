@@ -85,7 +85,13 @@ pub(crate) async fn read_blob_into<W: Write + Send + 'static>(
     dest: Option<&Path>,
 ) -> Result<(W, BlobId, u64), StoreError> {
     let key = blob_key(id);
-    let got = match repo.retried("download", |_| repo.store().get(&key)).await {
+    let stall = repo.options().retry.download_stall;
+    let got = match repo
+        .retried("download", |_| {
+            super::retry::within(stall, "download", repo.store().get(&key))
+        })
+        .await
+    {
         Ok(r) => r,
         Err(e @ object_store::Error::NotFound { .. }) => {
             return Err(match repo.classify(e) {
@@ -180,7 +186,17 @@ impl Resume {
     ) {
         let mut failing_since: Option<std::time::Instant> = None;
         loop {
-            let err = match stream.next().await {
+            let next = tokio::time::timeout(self.retry.download_stall, stream.next()).await;
+            let next = next.unwrap_or_else(|_| {
+                Some(Err(object_store::Error::Generic {
+                    store: "tablesafe",
+                    source: Box::new(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no byte of the download for the stall limit",
+                    )),
+                }))
+            });
+            let err = match next {
                 None => return,
                 Some(Ok(bytes)) => {
                     self.next += bytes.len() as u64;
@@ -209,7 +225,11 @@ impl Resume {
                     if_match: self.e_tag.clone(),
                     ..Default::default()
                 };
-                self.store.get_opts(&self.key, opts)
+                super::retry::within(
+                    self.retry.download_stall,
+                    "resume download",
+                    self.store.get_opts(&self.key, opts),
+                )
             })
             .await;
             match reopened {

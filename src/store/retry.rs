@@ -62,6 +62,25 @@ where
     }
 }
 
+/// `fut`, or a transient "timed out" error when it has not finished within `limit`: a
+/// download whose connection went silent is then retried like one that was reset.
+pub(crate) async fn within<T>(
+    limit: Duration,
+    what: &str,
+    fut: impl Future<Output = object_store::Result<T>>,
+) -> object_store::Result<T> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(result) => result,
+        Err(_) => Err(object_store::Error::Generic {
+            store: "tablesafe",
+            source: Box::new(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("{what}: no answer for {} s", limit.as_secs_f64()),
+            )),
+        }),
+    }
+}
+
 /// Half the backoff plus a random part of the other half, so that many requests failing
 /// together do not all come back at the same moment.
 fn jitter(backoff: Duration) -> Duration {
@@ -153,6 +172,29 @@ mod tests {
             max_backoff: Duration::from_millis(5),
             ..RetryOptions::default()
         }
+    }
+
+    #[tokio::test]
+    async fn a_download_that_goes_silent_is_a_transient_timeout_and_is_retried() {
+        let silent = within(Duration::from_millis(50), "download", async {
+            std::future::pending::<object_store::Result<()>>().await
+        })
+        .await
+        .unwrap_err();
+        assert!(is_transient(&silent), "{silent}");
+        assert!(silent.to_string().contains("no answer"), "{silent}");
+        // The second attempt answers: the retry loop gets past a silent first one.
+        let got = retry(&quick(10_000), "test", |attempt| {
+            within(Duration::from_millis(50), "download", async move {
+                if attempt == 0 {
+                    std::future::pending::<()>().await;
+                }
+                Ok(attempt)
+            })
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, 1);
     }
 
     #[tokio::test]

@@ -186,6 +186,7 @@ pub fn options_for(endpoint: &str, key: &str, secret: &str) -> StoreOptions {
             max_backoff: Duration::from_millis(100),
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(60),
+            download_stall: Duration::from_secs(10),
         },
         ..StoreOptions::default()
     }
