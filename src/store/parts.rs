@@ -61,7 +61,7 @@ enum Sink {
         target: MultipartTarget,
         path: ObjectPath,
         id: MultipartId,
-        retry: RetryOptions,
+        retry: Box<RetryOptions>,
         /// Part ids by part number, filled as parts complete.
         done: Vec<Option<PartId>>,
     },
@@ -121,7 +121,7 @@ impl PartUpload {
             target: target.clone(),
             path,
             id,
-            retry: retry.clone(),
+            retry: Box::new(retry.clone()),
             done: Vec::new(),
         };
         Ok(Self::with_sink(
