@@ -28,7 +28,7 @@ struct World {
     _tmp: tempfile::TempDir,
     root: PathBuf,
     data: PathBuf,
-    _server: S3Server,
+    server: S3Server,
     proxy: FaultProxy,
 }
 
@@ -45,7 +45,7 @@ impl World {
             _tmp: tmp,
             root,
             data,
-            _server: server,
+            server,
             proxy,
         }
     }
@@ -251,6 +251,55 @@ fn run_with_closed_output(args: &[&str]) -> Output {
         .spawn()
         .unwrap();
     child.wait_with_output().unwrap()
+}
+
+/// Multipart uploads s3s-fs holds open (one `.upload-<id>.json` in its root each, removed
+/// when the upload is completed or aborted).
+fn uploads_open(root: &Path) -> usize {
+    fs::read_dir(root)
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().starts_with(".upload-")
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_multipart_upload_cut_short_by_a_kill_is_aborted_by_the_next_backup() {
+    let w = World::new(4).await;
+    exited(&w.run(&["init"]).await, 0);
+    // Connections reset from 10 MiB on (the big files' first parts are 8 MiB): the
+    // multipart uploads have begun and have parts in, and cannot finish.
+    w.proxy.outage_after(
+        Direction::Up,
+        w.proxy.bytes(Direction::Up) + 10 * MIB as u64,
+        Duration::from_secs(8),
+    );
+    let data = w.data.to_str().unwrap().to_string();
+    let mut child = w.cmd(&["backup", "--data-dir", &data]).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while w.proxy.outages() == 0 {
+        assert!(Instant::now() < deadline, "the outage never began");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    child.kill().unwrap();
+    let _ = child.wait();
+    let journal = w.root.join("catalog.db.uploads");
+    let noted = fs::read_dir(&journal).unwrap().count();
+    assert!(
+        noted > 0,
+        "the killed backup had multipart uploads in progress"
+    );
+    let open = uploads_open(w.server.root());
+    assert!(open > 0, "the server holds them open");
+    // Once the store is back, the next backup aborts them, then backs up everything.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    exited(&w.backup().await, 0);
+    assert_eq!(uploads_open(w.server.root()), 0, "no upload left open");
+    assert_eq!(fs::read_dir(&journal).unwrap().count(), 0, "nothing noted");
+    verify_clean(&w).await;
 }
 
 #[test]

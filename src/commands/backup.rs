@@ -10,7 +10,7 @@ use tablesafe::backup::{self, BackupOptions, BackupSummary, PointMode, Progress}
 use tablesafe::timespec;
 
 use super::progress::Reporter;
-use super::repo::{lock_catalog, open_catalog, open_repo};
+use super::repo::{lock_catalog, open_catalog, open_repo_to_write};
 use super::{Failure, Settings, human_bytes, runtime};
 use crate::cli::BackupArgs;
 
@@ -60,7 +60,7 @@ pub fn run(
     let progress = Arc::new(Progress::default());
     let reporter = Reporter::start("backup", progress.clone());
     let result = runtime()?.block_on(async {
-        let repo = open_repo(settings, args.init).await?;
+        let repo = open_repo_to_write(settings, args.init).await?;
         let mut catalog = open_catalog(settings, &repo).await?;
         backup::run(&repo, &mut catalog, &opts, progress)
             .await

@@ -13,7 +13,7 @@ use tablesafe::watch::{self, Control, DaemonOptions, DaemonStatus};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use super::repo::{lock_catalog, open_catalog, open_repo};
+use super::repo::{lock_catalog, open_catalog, open_repo_to_write};
 use super::{Failure, Settings, runtime};
 use crate::cli::DaemonArgs;
 
@@ -97,7 +97,7 @@ pub fn run(args: &DaemonArgs, settings: &Settings) -> Result<ExitCode, Failure> 
     let _lock = lock_catalog(settings)?;
     let rt = runtime()?;
     rt.block_on(async {
-        let repo = open_repo(settings, args.backup.init).await?;
+        let repo = open_repo_to_write(settings, args.backup.init).await?;
         let mut catalog = open_catalog(settings, &repo).await?;
         // Another host writing this node, or a catalog of another repository: refuse
         // now rather than retry every pass.

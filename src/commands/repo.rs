@@ -32,6 +32,20 @@ pub async fn open_repo(settings: &Settings, create: bool) -> Result<Repository, 
     }
 }
 
+/// Opens the repository for a writer of this node's history (under the catalog's writer
+/// lock): multipart uploads in progress are noted next to the catalog
+/// (`<catalog>.uploads/`), and those a killed process left are aborted first.
+pub async fn open_repo_to_write(settings: &Settings, create: bool) -> Result<Repository, Failure> {
+    let mut with_journal = settings.clone();
+    let catalog = catalog_path(settings, repo_url(settings)?);
+    let mut journal = catalog.into_os_string();
+    journal.push(".uploads");
+    with_journal.store.upload_journal = Some(PathBuf::from(journal));
+    let repo = open_repo(&with_journal, create).await?;
+    repo.abort_leftover_uploads().await;
+    Ok(repo)
+}
+
 /// The catalog gc and verify use: every node's history, next to the node's own catalog
 /// (`<node catalog stem>.all-nodes.db`), kept between runs so only new batches are read.
 pub fn all_nodes_catalog_path(settings: &Settings, url: &str) -> PathBuf {

@@ -36,6 +36,7 @@ mod parts;
 mod read;
 pub mod repo;
 pub(crate) mod retry;
+pub mod uploads;
 pub mod url;
 mod write;
 mod writeback;

@@ -200,6 +200,9 @@ pub struct StoreOptions {
     /// fsync objects written to `file://` repositories (on by default: a blob must be
     /// durable before the catalog records it).
     pub local_fsync: bool,
+    /// Where multipart uploads in progress are noted (`store::uploads`), so that the
+    /// next writer aborts what a killed one left; `None`: not noted.
+    pub upload_journal: Option<std::path::PathBuf>,
 }
 
 impl Default for StoreOptions {
@@ -212,6 +215,7 @@ impl Default for StoreOptions {
             part_size: 8 * 1024 * 1024,
             strategy: PutStrategy::default(),
             local_fsync: true,
+            upload_journal: None,
         }
     }
 }

@@ -35,6 +35,7 @@ use tokio::task::JoinSet;
 
 use super::options::RetryOptions;
 use super::retry;
+use super::uploads::UploadJournal;
 use super::url::MultipartTarget;
 
 /// Files sent by multipart upload at once by the whole process.
@@ -62,6 +63,9 @@ enum Sink {
         path: ObjectPath,
         id: MultipartId,
         retry: Box<RetryOptions>,
+        /// The upload's note in the journal (`store::uploads`), removed once it is
+        /// completed or aborted.
+        note: Option<std::path::PathBuf>,
         /// Part ids by part number, filled as parts complete.
         done: Vec<Option<PartId>>,
     },
@@ -117,11 +121,21 @@ impl PartUpload {
             target.parts.create_multipart(&path)
         })
         .await?;
+        // Noted before any part is sent: a process killed from here on leaves an
+        // upload the next writer aborts. A note that cannot be written costs only that.
+        let note = target.journal.as_ref().and_then(|j| match j.record(&path, &id) {
+            Ok(note) => Some(note),
+            Err(e) => {
+                tracing::warn!(%path, "cannot note a multipart upload in progress (it is not aborted if this process dies): {e}");
+                None
+            }
+        });
         let sink = Sink::Numbered {
             target: target.clone(),
             path,
             id,
             retry: Box::new(retry.clone()),
+            note,
             done: Vec::new(),
         };
         Ok(Self::with_sink(
@@ -259,6 +273,7 @@ impl PartUpload {
                 id,
                 retry,
                 done,
+                ..
             } => {
                 let parts: Vec<PartId> = done.iter().take(sent_parts).flatten().cloned().collect();
                 if parts.len() != sent_parts {
@@ -305,8 +320,11 @@ impl PartUpload {
             Ok(()) => self.complete().await,
             Err(e) => Err(e),
         };
-        if completed.is_err() {
-            let _ = self.abort().await;
+        match &completed {
+            Ok(_) => self.forget_note(),
+            Err(_) => {
+                let _ = self.abort().await;
+            }
         }
         completed
     }
@@ -314,12 +332,26 @@ impl PartUpload {
     /// Stops the parts in flight and asks the store to drop the parts it has.
     pub async fn abort(mut self) -> object_store::Result<()> {
         self.parts.shutdown().await;
-        match &mut self.sink {
+        let aborted = match &mut self.sink {
             Sink::Plain(upload) => upload.abort().await,
-            // One attempt: an upload left behind is cleaned up later.
+            // One attempt: an upload left behind stays noted, and the next writer
+            // aborts it.
             Sink::Numbered {
                 target, path, id, ..
             } => target.parts.abort_multipart(path, id).await,
+        };
+        if aborted.is_ok() {
+            self.forget_note();
+        }
+        aborted
+    }
+
+    /// Removes the upload's note from the journal (it is completed or aborted).
+    fn forget_note(&mut self) {
+        if let Sink::Numbered { note, .. } = &mut self.sink
+            && let Some(note) = note.take()
+        {
+            UploadJournal::forget(&note);
         }
     }
 }

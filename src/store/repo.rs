@@ -539,6 +539,55 @@ impl Repository {
         self.head_size(&object_path(key)?).await
     }
 
+    /// Aborts the multipart uploads an earlier process noted in the journal and never
+    /// completed or aborted (`store::uploads`): it was killed. Call it before this
+    /// process starts an upload of its own, under the catalog's writer lock. Returns
+    /// how many were aborted; failures are logged, never fatal (a bucket lifecycle
+    /// rule is the backstop), and a note is kept only while the store cannot be reached.
+    pub async fn abort_leftover_uploads(&self) -> u64 {
+        let Some(target) = &self.multipart else {
+            return 0;
+        };
+        let Some(journal) = &target.journal else {
+            return 0;
+        };
+        let noted = match journal.noted() {
+            Ok(noted) => noted,
+            Err(e) => {
+                tracing::warn!("cannot read the journal of multipart uploads in progress: {e}");
+                return 0;
+            }
+        };
+        let mut aborted = 0;
+        for upload in noted {
+            let answer = self
+                .retried("abort a multipart upload left by a killed process", |_| {
+                    target.parts.abort_multipart(&upload.path, &upload.id)
+                })
+                .await;
+            match answer {
+                Ok(()) => aborted += 1,
+                // Completed or aborted already (the process died before removing the note).
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) if super::retry::is_transient(&e) => {
+                    tracing::warn!(path = %upload.path, "cannot abort a multipart upload left by a killed process, will try at the next start: {e}");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(path = %upload.path, "cannot abort a multipart upload left by a killed process (a bucket lifecycle rule AbortIncompleteMultipartUpload removes it): {e}")
+                }
+            }
+            super::uploads::UploadJournal::forget(&upload.note);
+        }
+        if aborted > 0 {
+            tracing::info!(
+                aborted,
+                "aborted multipart uploads left incomplete by a killed process"
+            );
+        }
+        aborted
+    }
+
     /// Deletes an object; a missing object is not an error.
     pub async fn delete_object(&self, key: &str) -> Result<(), StoreError> {
         self.delete_key(&object_path(key)?).await

@@ -33,6 +33,7 @@ use object_store::{BackoffConfig, ClientConfigKey, RetryConfig};
 use super::credentials;
 use super::error::{BackendKind, StoreError};
 use super::options::{Sse, StoreOptions};
+use super::uploads::UploadJournal;
 
 /// Which kind of store a repository lives in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,14 +276,21 @@ pub(crate) struct MultipartTarget {
     /// The same store, to HEAD a completed object.
     pub objects: Arc<dyn ObjectStore>,
     prefix: String,
+    /// Where uploads in progress are noted (`store::uploads`).
+    pub journal: Option<UploadJournal>,
 }
 
 impl MultipartTarget {
-    fn new<S: ObjectStore + MultipartStore>(store: Arc<S>, prefix: &str) -> MultipartTarget {
+    fn new<S: ObjectStore + MultipartStore>(
+        store: Arc<S>,
+        prefix: &str,
+        opts: &StoreOptions,
+    ) -> MultipartTarget {
         MultipartTarget {
             parts: store.clone(),
             objects: store,
             prefix: prefix.to_string(),
+            journal: opts.upload_journal.clone().map(UploadJournal::new),
         }
     }
 
@@ -323,7 +331,10 @@ pub(crate) fn build_store(url: &RepoUrl, opts: &StoreOptions) -> Result<Built, S
         }
         Scheme::Memory => {
             let store = Arc::new(memory_store(&url.bucket));
-            (store.clone(), MultipartTarget::new(store, &url.prefix))
+            (
+                store.clone(),
+                MultipartTarget::new(store, &url.prefix, opts),
+            )
         }
         Scheme::S3 => {
             let s3 = &opts.s3;
@@ -366,7 +377,10 @@ pub(crate) fn build_store(url: &RepoUrl, opts: &StoreOptions) -> Result<Built, S
             }
             credentials::check_s3(&b, &url.to_string())?;
             let store = Arc::new(b.build().map_err(backend)?);
-            (store.clone(), MultipartTarget::new(store, &url.prefix))
+            (
+                store.clone(),
+                MultipartTarget::new(store, &url.prefix, opts),
+            )
         }
         Scheme::Gcs => {
             let mut b = GoogleCloudStorageBuilder::from_env()
@@ -377,7 +391,10 @@ pub(crate) fn build_store(url: &RepoUrl, opts: &StoreOptions) -> Result<Built, S
             }
             credentials::check_gcs(&b, &url.to_string())?;
             let store = Arc::new(b.build().map_err(backend)?);
-            (store.clone(), MultipartTarget::new(store, &url.prefix))
+            (
+                store.clone(),
+                MultipartTarget::new(store, &url.prefix, opts),
+            )
         }
         Scheme::Azure => {
             let mut b = MicrosoftAzureBuilder::from_env()
@@ -388,7 +405,10 @@ pub(crate) fn build_store(url: &RepoUrl, opts: &StoreOptions) -> Result<Built, S
             }
             credentials::check_azure(&b, &url.to_string())?;
             let store = Arc::new(b.build().map_err(backend)?);
-            (store.clone(), MultipartTarget::new(store, &url.prefix))
+            (
+                store.clone(),
+                MultipartTarget::new(store, &url.prefix, opts),
+            )
         }
     };
     let store: Arc<dyn ObjectStore> = if url.prefix.is_empty() {
