@@ -4,7 +4,11 @@
 //! from changes whose blobs are already durable, so no log object in the repository can
 //! refer to a missing blob. Uploads are create-if-absent: an object that is already there
 //! (a retry after a crash) must be byte-identical, otherwise two processes are writing
-//! as the same node and the backup stops rather than overwrite the other's history.
+//! as the same node and the backup stops rather than overwrite the other's history
+//! (unless the object there is damaged: it fails to decode or its checksum, and is
+//! replaced). The catalog keeps every batch's body after uploading it, so the writer
+//! puts back batches the repository lost ([`repair_log`]). Only keys of 20 digits under
+//! `log/` are batches: anything else there is ignored with a warning.
 //! Since some stores ignore the condition, every upload is preceded by
 //! [`check_can_write`] (repository identity, writer id, and a LIST for batches this
 //! catalog did not write), which does not depend on it.

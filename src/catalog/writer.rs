@@ -9,7 +9,9 @@
 //! first host's log and is refused before it records anything; `catalog rebuild`
 //! is the way to take a node over (a replaced disk or host): the rebuilt catalog claims
 //! the node, and its next batch tells the old writer, if it still runs, to stop (see
-//! `mirror::check_writer`).
+//! `mirror::check_can_write`). A catalog that finds batches of its own id in the repository
+//! beyond its latest (it lost them: a lost write-ahead log, a rolled-back host) catches
+//! up with them and takes a new writer id ([`Catalog::renew_writer_id`]).
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
@@ -297,5 +299,28 @@ mod tests {
         assert_eq!(b.may_write("n1").unwrap(), Ok(()));
         // A node never written: anyone.
         assert_eq!(b.may_write("n2").unwrap(), Ok(()));
+    }
+
+    #[test]
+    fn a_renewed_writer_id_keeps_the_nodes_it_wrote_and_keeps_batch_bodies() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Catalog::open(&dir.path().join("a.db")).unwrap();
+        let old = a.writer_id().unwrap();
+        let batch = a.commit("n1", 10, vec![]).unwrap();
+        a.mark_uploaded("n1", 1).unwrap();
+        assert_eq!(
+            a.kept_body("n1", 1)
+                .unwrap()
+                .map(|b| Batch::decode(&b).unwrap()),
+            Some(batch)
+        );
+        assert_eq!(a.kept_sizes("n1").unwrap().len(), 1);
+        assert!(a.pending_bodies("n1").unwrap().is_empty());
+        let renewed = a.renew_writer_id().unwrap();
+        assert_ne!(renewed, old);
+        assert_eq!(a.writer_id().unwrap(), renewed);
+        assert_eq!(a.may_write("n1").unwrap(), Ok(()));
+        let next = a.commit("n1", 20, vec![]).unwrap();
+        assert!(matches!(&next.changes[0], Change::Writer { id, .. } if *id == renewed));
     }
 }
