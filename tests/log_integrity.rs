@@ -373,3 +373,32 @@ fn a_config_changed_after_init_is_refused_and_one_without_a_checksum_still_reads
     support::cli::ok(env.run(&["verify"]));
     support::cli::ok(env.backup(&[]));
 }
+
+/// gc's log is kept by the catalog that wrote it as a node's is: a batch of
+/// `gc/log/` deleted from the repository is named by verify, with what to do, and the
+/// next gc run on that host puts it back.
+#[test]
+fn a_gc_log_object_lost_is_put_back_by_the_next_gc() {
+    let mut env = Env::new();
+    env.flush_and_backup();
+    support::cli::ok(env.run(&["gc", "--keep-last", "1", "--grace", "0s"]));
+    let first = env.repo.join(format!("gc/log/{:020}", 1));
+    let kept = fs::read(&first).expect("gc recorded its decisions");
+    fs::remove_file(&first).unwrap();
+
+    let line = one_line_failure(&env.run(&["verify"]));
+    assert!(
+        line.contains(&format!("gc/log/{:020}", 1))
+            && line.contains("missing")
+            && line.contains("tablesafe gc"),
+        "{line}"
+    );
+    let out = support::cli::ok(env.run(&["gc", "--keep-last", "1", "--grace", "0s"]));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("had lost"),
+        "{}",
+        support::cli::text(&out)
+    );
+    assert_eq!(fs::read(&first).unwrap(), kept);
+    support::cli::ok(env.run(&["verify", "--read-data"]));
+}

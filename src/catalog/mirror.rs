@@ -118,54 +118,55 @@ fn audit_due(repo: &Repository, node: &str) -> bool {
     }
 }
 
-/// Puts back every batch of `node` this catalog keeps that the repository lacks or holds
-/// with another size (truncated, or replaced by something else): one LIST of the node's
-/// log (a request per 1,000 batches), a GET only for an object whose size differs.
-/// Warns about batches the repository lacks that this catalog does not keep (written
-/// before catalogs kept them). Returns how many were put back. A same-size damage
-/// (a flipped bit) is caught by verify and rebuild, whose message says to delete the
-/// object so that this puts it back.
+/// Puts back every batch of `stream` (a node's log, or gc's) this catalog keeps that
+/// the repository lacks or holds with another size (truncated, or replaced by something
+/// else): one LIST of the log (a request per 1,000 batches), a GET only for an object
+/// whose size differs. Warns about batches the repository lacks that this catalog does
+/// not keep (written before catalogs kept them, or by another catalog). Returns how many
+/// were put back. A same-size damage (a flipped bit) is caught by verify and rebuild,
+/// whose message says to delete the object so that this puts it back. The node's writer
+/// calls it from [`upload_pending`], gc for its own log at the start of every run.
 pub async fn repair_log(
     repo: &Repository,
     catalog: &mut Catalog,
-    node: &str,
+    stream: &str,
 ) -> Result<usize, MirrorError> {
-    let listed: std::collections::HashMap<u64, u64> = list_new(repo, node, 0)
+    let listed: std::collections::HashMap<u64, u64> = list_new(repo, stream, 0)
         .await?
         .into_iter()
-        .filter_map(|(key, size)| Some((seq_of(node, &key)?, size)))
+        .filter_map(|(key, size)| Some((seq_of(stream, &key)?, size)))
         .collect();
     let mut kept = std::collections::HashSet::new();
     let mut repaired = 0;
-    for (seq, size) in catalog.kept_sizes(node)? {
+    for (seq, size) in catalog.kept_sizes(stream)? {
         kept.insert(seq);
         let there = listed.get(&seq).copied();
         if there == Some(size) {
             continue;
         }
-        let Some(body) = catalog.kept_body(node, seq)? else {
+        let Some(body) = catalog.kept_body(stream, seq)? else {
             continue;
         };
         // A damaged copy is replaced with a warning of its own.
-        if put_batch(repo, node, seq, Bytes::from(body)).await? {
+        if put_batch(repo, stream, seq, Bytes::from(body)).await? {
             repaired += 1;
             if there.is_none() {
                 tracing::warn!(
-                    key = %log_key(node, seq),
-                    "the repository had lost this batch: put back from this node's catalog"
+                    key = %stream_key(stream, seq),
+                    "the repository had lost this batch: put back from this catalog"
                 );
             }
         }
     }
-    let uploaded = catalog.last_uploaded_seq(node)?;
+    let uploaded = catalog.last_uploaded_seq(stream)?;
     let lost: Vec<u64> = (1..=uploaded)
         .filter(|seq| !listed.contains_key(seq) && !kept.contains(seq))
         .collect();
     if let Some(first) = lost.first() {
         tracing::warn!(
-            key = %log_key(node, *first),
+            key = %stream_key(stream, *first),
             missing = lost.len(),
-            "batches of this node are missing from the repository and this catalog no longer holds them (they predate catalogs keeping every batch): the node's history cannot be rebuilt past the first; put them back from a copy of the repository"
+            "batches of this log are missing from the repository and this catalog does not hold them (they predate catalogs keeping every batch, or another catalog wrote them): the log cannot be replayed past the first; put them back from a copy of the repository"
         );
     }
     Ok(repaired)
@@ -335,11 +336,11 @@ pub async fn check_repository(repo: &Repository) -> Result<(), MirrorError> {
 /// is replaced with a warning; another valid batch is [`MirrorError::Conflict`].
 async fn put_batch(
     repo: &Repository,
-    node: &str,
+    stream: &str,
     seq: u64,
     body: Bytes,
 ) -> Result<bool, MirrorError> {
-    let key = log_key(node, seq);
+    let key = stream_key(stream, seq);
     if repo.put_object_if_absent(&key, body.clone()).await? {
         return Ok(true);
     }
@@ -354,12 +355,16 @@ async fn put_batch(
     match Batch::decode(&existing) {
         // The same batch in another encoding (written by another tablesafe version).
         Ok(there) if there == ours => Ok(false),
+        Ok(_) if stream == GC_STREAM => Err(MirrorError::BadLog {
+            key,
+            detail: "holds another gc batch than the one this catalog wrote under that number; leave it, and check which gc runs used this repository".into(),
+        }),
         Ok(_) => Err(MirrorError::Conflict {
-            node: node.to_string(),
+            node: stream.to_string(),
             seq,
         }),
         Err(damage) => {
-            tracing::warn!(%key, damage = %damage.0, "the repository held a damaged copy of this batch: put back from this node's catalog");
+            tracing::warn!(%key, damage = %damage.0, "the repository held a damaged copy of this batch: put back from this catalog's copy");
             repo.put_object(&key, body).await?;
             Ok(true)
         }
@@ -525,10 +530,13 @@ pub async fn append_gc_batch(
         key: key.clone(),
         detail: e.to_string(),
     })?);
-    if !repo.put_object_if_absent(&key, body).await? {
+    if !repo.put_object_if_absent(&key, body.clone()).await? {
         return Err(MirrorError::GcRace { key });
     }
     catalog.apply_batch(&batch, true)?;
+    // Kept, as a node's writer keeps its batches, to be put back if the repository
+    // loses it (see `repair_log`).
+    catalog.keep_body(GC_STREAM, seq, &body)?;
     Ok(batch)
 }
 
@@ -598,7 +606,7 @@ fn seq_of(stream: &str, key: &str) -> Option<u64> {
 /// what to do about it.
 fn unusable(stream: &str, key: &str, what: &str) -> MirrorError {
     let advice = if stream == GC_STREAM {
-        "no catalog keeps gc's batches: put back a good copy of it from a copy of the repository; until then no catalog can replay gc's log past it".to_string()
+        "the all-nodes catalog of the host where gc wrote it keeps it: delete the object if it is there, then run `tablesafe gc` on that host, which puts it back; if no catalog holds it (it predates issue 20, or the host is gone), put back a good copy from a copy of the repository; until then no catalog can replay gc's log past it".to_string()
     } else {
         format!(
             "the catalog of the host backing up node {stream:?} keeps every batch it wrote: delete the object if it is there, then run `tablesafe backup` on that host, which puts it back; if no catalog holds it (it predates issue 20, or the host is gone), put back a good copy from a copy of the repository"
