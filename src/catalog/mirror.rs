@@ -341,6 +341,18 @@ async fn put_batch(
     body: Bytes,
 ) -> Result<bool, MirrorError> {
     let key = stream_key(stream, seq);
+    // The local copy is checked first: SQLite has no checksums, and a damaged copy
+    // must not reach the repository.
+    let ours = match Batch::decode(&body) {
+        Ok(batch) if batch.node == stream && batch.seq == seq => batch,
+        Ok(batch) => {
+            return Err(local_copy_damaged(
+                &key,
+                &format!("holds batch {} of {:?}", batch.seq, batch.node),
+            ));
+        }
+        Err(e) => return Err(local_copy_damaged(&key, &e.0)),
+    };
     if repo.put_object_if_absent(&key, body.clone()).await? {
         return Ok(true);
     }
@@ -348,10 +360,6 @@ async fn put_batch(
     if existing == body {
         return Ok(false);
     }
-    let ours = Batch::decode(&body).map_err(|e| MirrorError::BadLog {
-        key: format!("{key} (this catalog's copy)"),
-        detail: e.to_string(),
-    })?;
     match Batch::decode(&existing) {
         // The same batch in another encoding (written by another tablesafe version).
         Ok(there) if there == ours => Ok(false),
@@ -368,6 +376,17 @@ async fn put_batch(
             repo.put_object(&key, body).await?;
             Ok(true)
         }
+    }
+}
+
+/// This catalog's own copy of the batch for `key` cannot be used: the local catalog is
+/// damaged.
+fn local_copy_damaged(key: &str, what: &str) -> MirrorError {
+    MirrorError::BadLog {
+        key: format!("{key} (this catalog's copy)"),
+        detail: format!(
+            "damaged: {what}; the local catalog is damaged: move it aside and run `tablesafe catalog rebuild`, then back up again"
+        ),
     }
 }
 
@@ -792,6 +811,26 @@ mod tests {
             // Nothing new: nothing applied.
             assert_eq!(replay(&repo, &mut rebuilt, chunk_bytes).await.unwrap(), 0);
         }
+    }
+
+    #[tokio::test]
+    async fn a_damaged_local_copy_of_a_batch_never_reaches_the_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, mut original) = logged(dir.path()).await;
+        original.commit(NODE, 5_000, vec![]).unwrap();
+        original
+            .conn
+            .execute(
+                "UPDATE batches SET body = CAST('TSLOG' || zeroblob(40) AS BLOB) WHERE seq = ?1",
+                [BATCHES as i64 + 1],
+            )
+            .unwrap();
+        let err = upload_pending(&repo, &mut original, NODE)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("catalog rebuild"), "{err}");
+        let listed = list_new(&repo, NODE, 0).await.unwrap();
+        assert_eq!(listed.len(), BATCHES as usize);
     }
 
     #[tokio::test]
