@@ -84,6 +84,8 @@ pub async fn run(
         nodes: mirror::sync_all(repo, view).await?.0,
         ..VerifyReport::default()
     };
+    // The logs themselves: every batch still there, and with --read-data intact.
+    mirror::check_logs(repo, view, opts.read_data != ReadData::None).await?;
     let mut summary = crate::gc::GcSummary::default();
     crate::gc::list_into(repo, view, opts.parallel, &mut summary).await?;
     report.blobs_listed = summary.blobs_listed;

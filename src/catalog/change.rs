@@ -7,14 +7,28 @@
 //! batch twice changes nothing.
 //!
 //! On the wire a batch is bincode (standard config) compressed with zstd, behind an
-//! 8-byte magic that carries the encoding version.
+//! 8-byte magic that carries the encoding version. Version 2 (written since issue 20)
+//! puts the BLAKE3 of the bincode bytes right after the magic and writes the zstd frame
+//! with its content checksum, so one flipped bit anywhere in the object is caught
+//! before the batch is applied. Version 1 objects (no checksum) still decode.
 
 use serde::{Deserialize, Serialize};
 
 use crate::timespec::Micros;
 
-/// Magic and encoding version at the start of every log object.
-pub const LOG_MAGIC: &[u8; 8] = b"TSLOG\x00\x00\x01";
+/// Magic and encoding version at the start of every log object written now:
+/// followed by the BLAKE3 (32 bytes) of the bincode-encoded batch, then a zstd frame
+/// with content checksum holding those bincode bytes.
+pub const LOG_MAGIC: &[u8; 8] = b"TSLOG\x00\x00\x02";
+
+/// The first encoding (before issue 20): magic, then a zstd frame without checksum of
+/// the bincode bytes. Still decoded; never written.
+pub const LOG_MAGIC_V1: &[u8; 8] = b"TSLOG\x00\x00\x01";
+
+/// Decoded bincode bytes a log object may hold: far above any real batch (a pass
+/// over a million files is ~100 MiB), it stops a damaged frame header from asking for
+/// unbounded memory.
+const MAX_BATCH_BYTES: u64 = 1 << 30;
 
 /// Identifies one file path on one node: where it is, not what it holds.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -161,29 +175,82 @@ pub struct Batch {
 pub struct CodecError(pub String);
 
 impl Batch {
-    /// Encodes the batch for the repository (magic, then zstd-compressed bincode).
+    /// Encodes the batch for the repository: [`LOG_MAGIC`], the BLAKE3 of the bincode
+    /// bytes, then those bytes in one zstd frame with content checksum.
     pub fn encode(&self) -> Result<Vec<u8>, CodecError> {
-        let body = bincode::serde::encode_to_vec(self, bincode::config::standard())
-            .map_err(|e| CodecError(e.to_string()))?;
-        let compressed = zstd::bulk::compress(&body, 3).map_err(|e| CodecError(e.to_string()))?;
-        let mut out = LOG_MAGIC.to_vec();
+        let body = self.bincode()?;
+        let mut encoder = zstd::bulk::Compressor::new(3).map_err(codec)?;
+        encoder
+            .set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
+            .map_err(codec)?;
+        let compressed = encoder.compress(&body).map_err(codec)?;
+        let mut out = Vec::with_capacity(LOG_MAGIC.len() + 32 + compressed.len());
+        out.extend_from_slice(LOG_MAGIC);
+        out.extend_from_slice(blake3::hash(&body).as_bytes());
         out.extend_from_slice(&compressed);
         Ok(out)
     }
 
-    /// Decodes what [`Batch::encode`] wrote.
+    /// The first encoding ([`LOG_MAGIC_V1`]: no checksum), kept so tests can write the
+    /// logs an older tablesafe wrote and check they still decode.
+    pub fn encode_v1(&self) -> Result<Vec<u8>, CodecError> {
+        let compressed = zstd::bulk::compress(&self.bincode()?, 3).map_err(codec)?;
+        let mut out = LOG_MAGIC_V1.to_vec();
+        out.extend_from_slice(&compressed);
+        Ok(out)
+    }
+
+    fn bincode(&self) -> Result<Vec<u8>, CodecError> {
+        bincode::serde::encode_to_vec(self, bincode::config::standard()).map_err(codec)
+    }
+
+    /// Decodes what [`Batch::encode`] (or [`Batch::encode_v1`]) wrote. A version 2
+    /// object whose bytes do not hash to the checksum it carries is refused.
     pub fn decode(bytes: &[u8]) -> Result<Batch, CodecError> {
-        let body = bytes.strip_prefix(LOG_MAGIC.as_slice()).ok_or_else(|| {
-            CodecError("missing magic (not a tablesafe log object, or a newer format)".into())
-        })?;
-        let raw = zstd::stream::decode_all(body).map_err(|e| CodecError(e.to_string()))?;
-        let (batch, used) = bincode::serde::decode_from_slice(&raw, bincode::config::standard())
-            .map_err(|e| CodecError(e.to_string()))?;
+        let raw = if let Some(rest) = bytes.strip_prefix(LOG_MAGIC.as_slice()) {
+            let (sum, frame) = rest
+                .split_at_checked(32)
+                .ok_or_else(|| CodecError("truncated before its checksum".into()))?;
+            let raw = decompress(frame)?;
+            if blake3::hash(&raw).as_bytes() != sum {
+                return Err(CodecError(
+                    "checksum mismatch: its content is not what was written".into(),
+                ));
+            }
+            raw
+        } else if let Some(frame) = bytes.strip_prefix(LOG_MAGIC_V1.as_slice()) {
+            decompress(frame)?
+        } else {
+            return Err(CodecError(
+                "missing magic (not a tablesafe log object, or a newer format)".into(),
+            ));
+        };
+        let (batch, used) =
+            bincode::serde::decode_from_slice(&raw, bincode::config::standard()).map_err(codec)?;
         if used != raw.len() {
             return Err(CodecError("trailing bytes after the batch".into()));
         }
         Ok(batch)
     }
+}
+
+/// One zstd frame's content, checked against the frame's own checksum when it has one.
+fn decompress(frame: &[u8]) -> Result<Vec<u8>, CodecError> {
+    use std::io::Read;
+    let decoder = zstd::stream::read::Decoder::new(frame).map_err(codec)?;
+    let mut raw = Vec::new();
+    decoder
+        .take(MAX_BATCH_BYTES + 1)
+        .read_to_end(&mut raw)
+        .map_err(|e| CodecError(format!("compressed frame: {e}")))?;
+    if raw.len() as u64 > MAX_BATCH_BYTES {
+        return Err(CodecError("decodes to more than 1 GiB".into()));
+    }
+    Ok(raw)
+}
+
+fn codec(e: impl std::fmt::Display) -> CodecError {
+    CodecError(e.to_string())
 }
 
 #[cfg(test)]
@@ -235,5 +302,18 @@ mod tests {
         assert_eq!(Batch::decode(&bytes).unwrap(), batch);
         assert!(Batch::decode(&bytes[..bytes.len() - 2]).is_err());
         assert!(Batch::decode(b"garbage").is_err());
+        // One flipped bit anywhere never yields another batch: refused, or (a bit the
+        // zstd frame header does not use) the very same batch.
+        for i in 0..bytes.len() {
+            for bit in [0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80] {
+                let mut flipped = bytes.clone();
+                flipped[i] ^= bit;
+                if let Ok(decoded) = Batch::decode(&flipped) {
+                    assert_eq!(decoded, batch, "byte {i} bit {bit:#x}");
+                }
+            }
+        }
+        // The first format still decodes.
+        assert_eq!(Batch::decode(&batch.encode_v1().unwrap()).unwrap(), batch);
     }
 }

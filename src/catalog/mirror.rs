@@ -4,7 +4,11 @@
 //! from changes whose blobs are already durable, so no log object in the repository can
 //! refer to a missing blob. Uploads are create-if-absent: an object that is already there
 //! (a retry after a crash) must be byte-identical, otherwise two processes are writing
-//! as the same node and the backup stops rather than overwrite the other's history.
+//! as the same node and the backup stops rather than overwrite the other's history
+//! (unless the object there is damaged: it fails to decode or its checksum, and is
+//! replaced). The catalog keeps every batch's body after uploading it, so the writer
+//! puts back batches the repository lost ([`repair_log`]). Only keys of 20 digits under
+//! `log/` are batches: anything else there is ignored with a warning.
 //! Since some stores ignore the condition, every upload is preceded by
 //! [`check_can_write`] (repository identity, writer id, and a LIST for batches this
 //! catalog did not write), which does not depend on it.
@@ -78,12 +82,94 @@ pub async fn upload_pending(
     node: &str,
 ) -> Result<usize, MirrorError> {
     check_can_write(repo, catalog, node).await?;
-    let pending = catalog.pending_batches(node)?;
-    for batch in &pending {
-        upload(repo, batch).await?;
-        catalog.mark_uploaded(node, batch.seq)?;
+    if audit_due(repo, node) {
+        repair_log(repo, catalog, node).await?;
+    }
+    let pending = catalog.pending_bodies(node)?;
+    for (seq, body) in &pending {
+        put_batch(repo, node, *seq, Bytes::from(body.clone())).await?;
+        catalog.mark_uploaded(node, *seq)?;
     }
     Ok(pending.len())
+}
+
+/// How often a running process checks that the repository still holds every batch of
+/// its node it kept ([`repair_log`]): at its first pass, then once an hour.
+const AUDIT_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Whether [`repair_log`] is due for `node` in `repo` in this process (and marks it done).
+fn audit_due(repo: &Repository, node: &str) -> bool {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    use std::time::Instant;
+    static LAST: OnceLock<Mutex<HashMap<String, Instant>>> = OnceLock::new();
+    let mut last = LAST
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let now = Instant::now();
+    let key = format!("{}\n{node}", repo.url());
+    match last.get(&key) {
+        Some(at) if now.duration_since(*at) < AUDIT_EVERY => false,
+        _ => {
+            last.insert(key, now);
+            true
+        }
+    }
+}
+
+/// Puts back every batch of `stream` (a node's log, or gc's) this catalog keeps that
+/// the repository lacks or holds with another size (truncated, or replaced by something
+/// else): one LIST of the log (a request per 1,000 batches), a GET only for an object
+/// whose size differs. Warns about batches the repository lacks that this catalog does
+/// not keep (written before catalogs kept them, or by another catalog). Returns how many
+/// were put back. A same-size damage (a flipped bit) is caught by verify and rebuild,
+/// whose message says to delete the object so that this puts it back. The node's writer
+/// calls it from [`upload_pending`], gc for its own log at the start of every run.
+pub async fn repair_log(
+    repo: &Repository,
+    catalog: &mut Catalog,
+    stream: &str,
+) -> Result<usize, MirrorError> {
+    let listed: std::collections::HashMap<u64, u64> = list_new(repo, stream, 0)
+        .await?
+        .into_iter()
+        .filter_map(|(key, size)| Some((seq_of(stream, &key)?, size)))
+        .collect();
+    let mut kept = std::collections::HashSet::new();
+    let mut repaired = 0;
+    for (seq, size) in catalog.kept_sizes(stream)? {
+        kept.insert(seq);
+        let there = listed.get(&seq).copied();
+        if there == Some(size) {
+            continue;
+        }
+        let Some(body) = catalog.kept_body(stream, seq)? else {
+            continue;
+        };
+        // A damaged copy is replaced with a warning of its own.
+        if put_batch(repo, stream, seq, Bytes::from(body)).await? {
+            repaired += 1;
+            if there.is_none() {
+                tracing::warn!(
+                    key = %stream_key(stream, seq),
+                    "the repository had lost this batch: put back from this catalog"
+                );
+            }
+        }
+    }
+    let uploaded = catalog.last_uploaded_seq(stream)?;
+    let lost: Vec<u64> = (1..=uploaded)
+        .filter(|seq| !listed.contains_key(seq) && !kept.contains(seq))
+        .collect();
+    if let Some(first) = lost.first() {
+        tracing::warn!(
+            key = %stream_key(stream, *first),
+            missing = lost.len(),
+            "batches of this log are missing from the repository and this catalog does not hold them (they predate catalogs keeping every batch, or another catalog wrote them): the log cannot be replayed past the first; put them back from a copy of the repository"
+        );
+    }
+    Ok(repaired)
 }
 
 /// Whether `catalog` may write `node`'s history into `repo` now: two small requests
@@ -137,9 +223,11 @@ pub async fn check_can_write(
 /// Another catalog writing `node`, described, with the batch that shows it: the node's
 /// latest batch this catalog applied is not its own, or the repository holds a batch
 /// after `last` (the catalog's latest), listed after `uploaded` (the latest it knows
-/// the repository holds). Batches up to `last` not yet marked uploaded are this
-/// catalog's own (an upload interrupted before it was recorded); `upload` compares
-/// them byte for byte.
+/// the repository holds), that this catalog did not write. Batches up to `last` not
+/// yet marked uploaded are this catalog's own (an upload interrupted before it was
+/// recorded); `put_batch` compares them byte for byte. Batches after `last` that this
+/// catalog did write (it lost them: a lost write-ahead log, a host rolled back) are
+/// caught up with ([`catch_up_own`]), not taken for another writer.
 async fn other_writer(
     repo: &Repository,
     catalog: &mut Catalog,
@@ -150,34 +238,80 @@ async fn other_writer(
     if let Err(other) = catalog.may_write(node)? {
         return Ok(Some((other.describe(), other.seq)));
     }
-    let listed = list_new(repo, node, uploaded).await?;
-    let foreign = listed.iter().find(|(key, _)| {
-        key.rsplit('/')
-            .next()
-            .and_then(|n| n.parse::<u64>().ok())
-            .is_none_or(|seq| seq > last)
-    });
-    let Some((key, _)) = foreign else {
+    let beyond: Vec<String> = list_new(repo, node, uploaded)
+        .await?
+        .into_iter()
+        .map(|(key, _)| key)
+        .filter(|key| seq_of(node, key).is_some_and(|seq| seq > last))
+        .collect();
+    if beyond.is_empty() {
         return Ok(None);
-    };
-    let body = repo.get_object(key).await?;
-    Ok(Some(match Batch::decode(&body) {
-        Ok(batch) => {
-            let writer = batch.changes.iter().find_map(|c| match c {
-                super::Change::Writer { id, host } => Some(super::writer::NodeWriter {
-                    writer: id.clone(),
-                    host: host.clone(),
-                    seq: batch.seq,
-                }),
-                _ => None,
-            });
-            (
-                writer.map_or_else(|| "a writer without an id".to_string(), |w| w.describe()),
-                batch.seq,
-            )
+    }
+    catch_up_own(repo, catalog, node, last, &beyond).await
+}
+
+/// Applies, in order, the batches `beyond` (after `last`) that this catalog wrote
+/// itself, keeping their bodies; stops at the first another catalog wrote and names
+/// it. Having caught up, the catalog takes a new writer id
+/// ([`Catalog::renew_writer_id`]): were its lost batches written by a copy of it (a
+/// cloned host) still running rather than by its own past, that copy is refused at its
+/// next batch instead of both writing the node.
+async fn catch_up_own(
+    repo: &Repository,
+    catalog: &mut Catalog,
+    node: &str,
+    last: u64,
+    beyond: &[String],
+) -> Result<Option<(String, u64)>, MirrorError> {
+    let own = catalog.writer_id()?;
+    let mut caught = 0u64;
+    let mut other = None;
+    for (i, key) in beyond.iter().enumerate() {
+        let expected = log_key(node, last + i as u64 + 1);
+        if *key != expected {
+            return Err(unusable(
+                node,
+                &expected,
+                &format!("missing from the repository (next present: {key})"),
+            ));
         }
-        Err(_) => (format!("an unreadable batch at {key}"), last + 1),
-    }))
+        let body = repo.get_object(key).await?;
+        let batch = decode_log(node, key, &body)?;
+        match writer_of(&batch) {
+            Some(w) if w.writer == own => {}
+            w => {
+                let who = w.map_or_else(|| "a writer without an id".to_string(), |w| w.describe());
+                other = Some((who, batch.seq));
+                break;
+            }
+        }
+        catalog.apply_batch(&batch, true)?;
+        catalog.keep_body(node, batch.seq, &body)?;
+        caught += 1;
+    }
+    if caught > 0 {
+        let renewed = catalog.renew_writer_id()?;
+        tracing::warn!(
+            node,
+            batches = caught,
+            first = last + 1,
+            writer = %renewed,
+            "this catalog was behind the repository (its last writes were lost: a crash, or the host rolled back): caught up with its own batches from the repository; it writes under a new writer id from now on"
+        );
+    }
+    Ok(other)
+}
+
+/// The writer a batch names, if it names one.
+fn writer_of(batch: &Batch) -> Option<super::writer::NodeWriter> {
+    batch.changes.iter().find_map(|c| match c {
+        super::Change::Writer { id, host } => Some(super::writer::NodeWriter {
+            writer: id.clone(),
+            host: host.clone(),
+            seq: batch.seq,
+        }),
+        _ => None,
+    })
 }
 
 /// The repository is still the one `repo` opened: its `config` exists and holds the
@@ -196,24 +330,63 @@ pub async fn check_repository(repo: &Repository) -> Result<(), MirrorError> {
     }
 }
 
-async fn upload(repo: &Repository, batch: &Batch) -> Result<(), MirrorError> {
-    let key = log_key(&batch.node, batch.seq);
-    let body = Bytes::from(batch.encode().map_err(|e| MirrorError::BadLog {
-        key: key.clone(),
-        detail: e.to_string(),
-    })?);
+/// Writes `body`, batch `seq` of `node` as this catalog committed it, unless the
+/// repository already holds it. Returns whether it wrote. An object already there must
+/// be this batch (a retry): a damaged one (it does not decode, or fails its checksum)
+/// is replaced with a warning; another valid batch is [`MirrorError::Conflict`].
+async fn put_batch(
+    repo: &Repository,
+    stream: &str,
+    seq: u64,
+    body: Bytes,
+) -> Result<bool, MirrorError> {
+    let key = stream_key(stream, seq);
+    // The local copy is checked first: SQLite has no checksums, and a damaged copy
+    // must not reach the repository.
+    let ours = match Batch::decode(&body) {
+        Ok(batch) if batch.node == stream && batch.seq == seq => batch,
+        Ok(batch) => {
+            return Err(local_copy_damaged(
+                &key,
+                &format!("holds batch {} of {:?}", batch.seq, batch.node),
+            ));
+        }
+        Err(e) => return Err(local_copy_damaged(&key, &e.0)),
+    };
     if repo.put_object_if_absent(&key, body.clone()).await? {
-        return Ok(());
+        return Ok(true);
     }
-    // Already there: fine if it is this very batch (a retry), fatal otherwise.
     let existing = repo.get_object(&key).await?;
     if existing == body {
-        Ok(())
-    } else {
-        Err(MirrorError::Conflict {
-            node: batch.node.clone(),
-            seq: batch.seq,
-        })
+        return Ok(false);
+    }
+    match Batch::decode(&existing) {
+        // The same batch in another encoding (written by another tablesafe version).
+        Ok(there) if there == ours => Ok(false),
+        Ok(_) if stream == GC_STREAM => Err(MirrorError::BadLog {
+            key,
+            detail: "holds another gc batch than the one this catalog wrote under that number; leave it, and check which gc runs used this repository".into(),
+        }),
+        Ok(_) => Err(MirrorError::Conflict {
+            node: stream.to_string(),
+            seq,
+        }),
+        Err(damage) => {
+            tracing::warn!(%key, damage = %damage.0, "the repository held a damaged copy of this batch: put back from this catalog's copy");
+            repo.put_object(&key, body).await?;
+            Ok(true)
+        }
+    }
+}
+
+/// This catalog's own copy of the batch for `key` cannot be used: the local catalog is
+/// damaged.
+fn local_copy_damaged(key: &str, what: &str) -> MirrorError {
+    MirrorError::BadLog {
+        key: format!("{key} (this catalog's copy)"),
+        detail: format!(
+            "damaged: {what}; the local catalog is damaged: move it aside and run `tablesafe catalog rebuild`, then back up again"
+        ),
     }
 }
 
@@ -248,6 +421,45 @@ pub async fn rebuild_node(
         });
     }
     Ok(applied.unwrap_or(0))
+}
+
+/// Checks that the repository still holds every batch `view` has applied, of every
+/// node and of gc (one LIST per log), and with `read` downloads each one and checks its
+/// checksum (8 at a time; logs weigh little next to the blobs `verify --read-data`
+/// reads). `verify` calls this after catching its view up, so damage to a batch it
+/// applied on an earlier run is found too. Fails naming the first unusable object and
+/// what to do about it.
+pub async fn check_logs(repo: &Repository, view: &Catalog, read: bool) -> Result<(), MirrorError> {
+    use futures::{StreamExt, TryStreamExt};
+    let mut streams = nodes(repo).await?;
+    streams.push(GC_STREAM.to_string());
+    for stream in &streams {
+        let last = view.last_seq(stream)?;
+        let listed: std::collections::HashSet<u64> = list_new(repo, stream, 0)
+            .await?
+            .into_iter()
+            .filter_map(|(key, _)| seq_of(stream, &key))
+            .collect();
+        if let Some(gone) = (1..=last).find(|seq| !listed.contains(seq)) {
+            return Err(unusable(
+                stream,
+                &stream_key(stream, gone),
+                "missing from the repository",
+            ));
+        }
+        if read {
+            futures::stream::iter(1..=last)
+                .map(|seq| async move {
+                    let key = stream_key(stream, seq);
+                    let body = repo.get_object(&key).await?;
+                    decode_log(stream, &key, &body).map(|_| ())
+                })
+                .buffered(FETCH_CONCURRENCY)
+                .try_collect::<()>()
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// Object key of gc's batch `seq`.
@@ -337,10 +549,13 @@ pub async fn append_gc_batch(
         key: key.clone(),
         detail: e.to_string(),
     })?);
-    if !repo.put_object_if_absent(&key, body).await? {
+    if !repo.put_object_if_absent(&key, body.clone()).await? {
         return Err(MirrorError::GcRace { key });
     }
     catalog.apply_batch(&batch, true)?;
+    // Kept, as a node's writer keeps its batches, to be put back if the repository
+    // loses it (see `repair_log`).
+    catalog.keep_body(GC_STREAM, seq, &body)?;
     Ok(batch)
 }
 
@@ -368,12 +583,58 @@ async fn list_new(
     last: u64,
 ) -> Result<Vec<(String, u64)>, MirrorError> {
     let prefix = stream_prefix(stream);
-    Ok(if last == 0 {
+    let mut listed = if last == 0 {
         repo.list_objects(&prefix).await?
     } else {
         repo.list_objects_after(&prefix, &stream_key(stream, last))
             .await?
-    })
+    };
+    listed.retain(|(key, _)| {
+        let batch = seq_of(stream, key).is_some();
+        if !batch && first_sighting(key) {
+            tracing::warn!(%key, "ignoring an object in a catalog log whose name is not a batch number (not written by tablesafe); remove it");
+        }
+        batch
+    });
+    Ok(listed)
+}
+
+/// Whether this process meets stray object `key` for the first time (it is warned
+/// about once, however often the log is listed).
+fn first_sighting(key: &str) -> bool {
+    use std::sync::{Mutex, OnceLock};
+    static SEEN: OnceLock<Mutex<std::collections::HashSet<String>>> = OnceLock::new();
+    SEEN.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .insert(key.to_string())
+}
+
+/// The batch number a key of `stream`'s log names: exactly 20 digits after the
+/// stream's prefix, from 1 (what [`log_key`] and [`gc_log_key`] write). `None` for
+/// anything else, e.g. a file an operator left there.
+fn seq_of(stream: &str, key: &str) -> Option<u64> {
+    let name = key.strip_prefix(&stream_prefix(stream))?;
+    if name.len() != 20 || !name.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    name.parse().ok().filter(|seq| *seq > 0)
+}
+
+/// A log object of `stream` that cannot be used (`what`: damaged, missing), with
+/// what to do about it.
+fn unusable(stream: &str, key: &str, what: &str) -> MirrorError {
+    let advice = if stream == GC_STREAM {
+        "the all-nodes catalog of the host where gc wrote it keeps it: delete the object if it is there, then run `tablesafe gc` on that host, which puts it back; if no catalog holds it (it predates issue 20, or the host is gone), put back a good copy from a copy of the repository; until then no catalog can replay gc's log past it".to_string()
+    } else {
+        format!(
+            "the catalog of the host backing up node {stream:?} keeps every batch it wrote: delete the object if it is there, then run `tablesafe backup` on that host, which puts it back; if no catalog holds it (it predates issue 20, or the host is gone), put back a good copy from a copy of the repository"
+        )
+    };
+    MirrorError::BadLog {
+        key: key.to_string(),
+        detail: format!("{what}; {advice}"),
+    }
 }
 
 /// Log objects fetched at once while replaying.
@@ -437,25 +698,25 @@ async fn apply_listed(
         replay.commit()?;
     }
     if let Some((key, _)) = listed.get(in_order) {
-        return Err(MirrorError::BadLog {
-            key: stream_key(stream, last + in_order as u64 + 1),
-            detail: format!("missing from the repository (next present: {key})"),
-        });
+        return Err(unusable(
+            stream,
+            &stream_key(stream, last + in_order as u64 + 1),
+            &format!("missing from the repository (next present: {key})"),
+        ));
     }
     Ok(applied)
 }
 
 /// Decodes log object `key` of `stream`, checking it holds the batch its key names.
 fn decode_log(stream: &str, key: &str, body: &[u8]) -> Result<Batch, MirrorError> {
-    let batch = Batch::decode(body).map_err(|e| MirrorError::BadLog {
-        key: key.to_string(),
-        detail: e.to_string(),
-    })?;
+    let batch =
+        Batch::decode(body).map_err(|e| unusable(stream, key, &format!("damaged: {}", e.0)))?;
     if batch.node != stream || stream_key(stream, batch.seq) != key {
-        return Err(MirrorError::BadLog {
-            key: key.to_string(),
-            detail: format!("holds batch {} of {:?}", batch.seq, batch.node),
-        });
+        return Err(unusable(
+            stream,
+            key,
+            &format!("holds batch {} of {:?}", batch.seq, batch.node),
+        ));
     }
     Ok(batch)
 }
@@ -550,6 +811,26 @@ mod tests {
             // Nothing new: nothing applied.
             assert_eq!(replay(&repo, &mut rebuilt, chunk_bytes).await.unwrap(), 0);
         }
+    }
+
+    #[tokio::test]
+    async fn a_damaged_local_copy_of_a_batch_never_reaches_the_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, mut original) = logged(dir.path()).await;
+        original.commit(NODE, 5_000, vec![]).unwrap();
+        original
+            .conn
+            .execute(
+                "UPDATE batches SET body = CAST('TSLOG' || zeroblob(40) AS BLOB) WHERE seq = ?1",
+                [BATCHES as i64 + 1],
+            )
+            .unwrap();
+        let err = upload_pending(&repo, &mut original, NODE)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("catalog rebuild"), "{err}");
+        let listed = list_new(&repo, NODE, 0).await.unwrap();
+        assert_eq!(listed.len(), BATCHES as usize);
     }
 
     #[tokio::test]

@@ -317,11 +317,12 @@ impl Catalog {
             .collect()
     }
 
-    /// Records that the repository holds batch `seq` of `node`; drops the local copy.
+    /// Records that the repository holds batch `seq` of `node`. The local copy is kept
+    /// (see `writer::kept_bodies`): the writer puts it back if the repository loses it.
     pub fn mark_uploaded(&mut self, node: &str, seq: u64) -> Result<(), CatalogError> {
         self.conn
             .execute(
-                "UPDATE batches SET uploaded = 1, body = NULL WHERE node = ?1 AND seq = ?2",
+                "UPDATE batches SET uploaded = 1 WHERE node = ?1 AND seq = ?2",
                 params![node, seq as i64],
             )
             .map(|_| ())

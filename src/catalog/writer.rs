@@ -9,7 +9,9 @@
 //! first host's log and is refused before it records anything; `catalog rebuild`
 //! is the way to take a node over (a replaced disk or host): the rebuilt catalog claims
 //! the node, and its next batch tells the old writer, if it still runs, to stop (see
-//! `mirror::check_writer`).
+//! `mirror::check_can_write`). A catalog that finds batches of its own id in the repository
+//! beyond its latest (it lost them: a lost write-ahead log, a rolled-back host) catches
+//! up with them and takes a new writer id ([`Catalog::renew_writer_id`]).
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
@@ -146,6 +148,95 @@ impl Catalog {
     }
 }
 
+impl Catalog {
+    /// The encoded bodies of `node`'s batches not yet in the repository, oldest first:
+    /// uploaded byte for byte as committed (a batch committed by an older tablesafe
+    /// keeps its older encoding).
+    pub fn pending_bodies(&self, node: &str) -> Result<Vec<(u64, Vec<u8>)>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, body FROM batches WHERE node = ?1 AND uploaded = 0 ORDER BY seq")
+            .map_err(self.err())?;
+        stmt.query_map([node], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
+        })
+        .map_err(self.err())?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(self.err())
+    }
+
+    /// Sequence number and encoded size of `node`'s batches the repository should hold
+    /// and this catalog still keeps (every batch it wrote, since issue 20: the writer
+    /// puts one back when the repository lost or damaged it), oldest first.
+    pub fn kept_sizes(&self, node: &str) -> Result<Vec<(u64, u64)>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT seq, length(body) FROM batches
+                 WHERE node = ?1 AND uploaded = 1 AND body IS NOT NULL ORDER BY seq",
+            )
+            .map_err(self.err())?;
+        stmt.query_map([node], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+        })
+        .map_err(self.err())?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(self.err())
+    }
+
+    /// The encoded body of batch `seq` of `node`, if this catalog keeps it.
+    pub fn kept_body(&self, node: &str, seq: u64) -> Result<Option<Vec<u8>>, CatalogError> {
+        self.conn
+            .query_row(
+                "SELECT body FROM batches WHERE node = ?1 AND seq = ?2",
+                params![node, seq as i64],
+                |r| r.get::<_, Option<Vec<u8>>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .map_err(self.err())
+    }
+
+    /// Keeps `body`, the repository's object of batch `seq` of `node`, already applied
+    /// (a catalog catching up with its own batches keeps them as it keeps the others).
+    pub fn keep_body(&mut self, node: &str, seq: u64, body: &[u8]) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "UPDATE batches SET body = ?3 WHERE node = ?1 AND seq = ?2",
+                params![node, seq as i64, body],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    /// Gives this catalog a new writer id and makes it the writer of every node the old
+    /// id wrote last. Done after catching up with batches the repository holds under
+    /// this catalog's id but the catalog had lost (a rollback): a copy of the catalog
+    /// (a cloned host) still writing under the old id is then told apart and refused.
+    pub fn renew_writer_id(&mut self) -> Result<String, CatalogError> {
+        let old = self.writer_id()?;
+        let fresh = uuid::Uuid::new_v4().to_string();
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| super::sqlite_error(&self.path, e))?;
+        tx.execute(
+            "UPDATE meta SET value = ?2 WHERE key = ?1",
+            params![WRITER_KEY, fresh],
+        )
+        .and_then(|_| {
+            tx.execute(
+                "UPDATE writers SET writer = ?1, host = ?2 WHERE writer = ?3",
+                params![fresh, this_host(), old],
+            )
+        })
+        .map_err(|e| super::sqlite_error(&self.path, e))?;
+        tx.commit()
+            .map_err(|e| super::sqlite_error(&self.path, e))?;
+        Ok(fresh)
+    }
+}
+
 /// Records who wrote `batch` (inside the transaction applying it): its
 /// [`Change::Writer`], or no one known for a batch from before writer ids.
 pub(super) fn record(tx: &Transaction<'_>, batch: &Batch) -> rusqlite::Result<()> {
@@ -208,5 +299,28 @@ mod tests {
         assert_eq!(b.may_write("n1").unwrap(), Ok(()));
         // A node never written: anyone.
         assert_eq!(b.may_write("n2").unwrap(), Ok(()));
+    }
+
+    #[test]
+    fn a_renewed_writer_id_keeps_the_nodes_it_wrote_and_keeps_batch_bodies() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Catalog::open(&dir.path().join("a.db")).unwrap();
+        let old = a.writer_id().unwrap();
+        let batch = a.commit("n1", 10, vec![]).unwrap();
+        a.mark_uploaded("n1", 1).unwrap();
+        assert_eq!(
+            a.kept_body("n1", 1)
+                .unwrap()
+                .map(|b| Batch::decode(&b).unwrap()),
+            Some(batch)
+        );
+        assert_eq!(a.kept_sizes("n1").unwrap().len(), 1);
+        assert!(a.pending_bodies("n1").unwrap().is_empty());
+        let renewed = a.renew_writer_id().unwrap();
+        assert_ne!(renewed, old);
+        assert_eq!(a.writer_id().unwrap(), renewed);
+        assert_eq!(a.may_write("n1").unwrap(), Ok(()));
+        let next = a.commit("n1", 20, vec![]).unwrap();
+        assert!(matches!(&next.changes[0], Change::Writer { id, .. } if *id == renewed));
     }
 }

@@ -177,6 +177,10 @@ pub async fn run(
         "listed the repository's blobs"
     );
     mirror::sync_all(repo, view).await?;
+    if !opts.dry_run {
+        // gc's own batches this catalog wrote, put back if the repository lost them.
+        mirror::repair_log(repo, view, crate::catalog::GC_STREAM).await?;
+    }
     tracing::info!(
         secs = started.elapsed().as_secs_f64(),
         "read every node's log"

@@ -15,6 +15,12 @@
 //!
 //! `open` reads `config`, first looking only at `format` so that a repository written
 //! by a newer tablesafe is refused with a message saying so, whatever else changed.
+//!
+//! Since issue 20 `config` also holds `"checksum": "blake3:<hex>"`, the BLAKE3 of the
+//! document without it (compact JSON, fields in declaration order): a config whose
+//! checksum does not match is refused at open with one error naming it. The format
+//! stays 1 (an older tablesafe ignores the field); a config without one (made before)
+//! is accepted as it is.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -66,11 +72,15 @@ pub struct RepoConfig {
     /// Blob id hash function: `"blake3"`.
     pub hash: String,
     pub compression: CompressionConfig,
+    /// `blake3:<hex>` of the document without this field; absent in repositories made
+    /// before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
 }
 
 impl RepoConfig {
     fn new(opts: &StoreOptions) -> RepoConfig {
-        RepoConfig {
+        let mut config = RepoConfig {
             format: REPO_FORMAT_VERSION,
             id: uuid::Uuid::new_v4().to_string(),
             created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -81,7 +91,21 @@ impl RepoConfig {
                 frame_size: opts.compression.frame_size,
                 recompress: opts.compression.recompress,
             },
-        }
+            checksum: None,
+        };
+        config.checksum = Some(config.expected_checksum());
+        config
+    }
+
+    /// What `checksum` must say for this document: BLAKE3 of its compact JSON without it.
+    fn expected_checksum(&self) -> String {
+        let unsummed = RepoConfig {
+            checksum: None,
+            ..self.clone()
+        };
+        // Serialising plain strings and numbers cannot fail.
+        let json = serde_json::to_vec(&unsummed).unwrap_or_default();
+        format!("blake3:{}", blake3::hash(&json).to_hex())
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -113,6 +137,13 @@ impl RepoConfig {
             return Err(bad("format 0 does not exist".into()));
         }
         let config: RepoConfig = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+        if let Some(found) = &config.checksum
+            && *found != config.expected_checksum()
+        {
+            return Err(bad(
+                "checksum mismatch: the object was changed after `init` wrote it (damaged, or edited by hand); nothing was read or written; put back a good copy of `config` (from a copy of the repository)".into(),
+            ));
+        }
         config.validate().map_err(bad)?;
         Ok(config)
     }
