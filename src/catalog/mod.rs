@@ -37,6 +37,11 @@ pub enum CatalogError {
     )]
     Corrupt { path: PathBuf, detail: String },
     #[error(
+        "catalog {path} is busy: another tablesafe process kept it locked for more than {} s ({detail}); nothing is wrong with it: run the command again once the other one is done",
+        schema::BUSY_TIMEOUT.as_secs()
+    )]
+    Busy { path: PathBuf, detail: String },
+    #[error(
         "catalog {path} has schema version {found}, newer than this tablesafe understands ({supported}): upgrade tablesafe, or rebuild into another --catalog path with `tablesafe catalog rebuild`"
     )]
     NewerSchema {
@@ -759,6 +764,12 @@ impl Replay<'_> {
 
 fn sqlite_error(path: &Path, e: rusqlite::Error) -> CatalogError {
     match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
+            CatalogError::Busy {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            }
+        }
         Some(rusqlite::ErrorCode::NotADatabase) | Some(rusqlite::ErrorCode::DatabaseCorrupt) => {
             CatalogError::Corrupt {
                 path: path.to_path_buf(),

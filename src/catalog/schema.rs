@@ -181,12 +181,29 @@ const MIGRATIONS: &[&str] = &[
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
+/// How long a command waits for another process's lock on the catalog (SQLite's
+/// "database is locked": two commands starting at once, a daemon committing a large
+/// batch) before giving up with [`CatalogError::Busy`].
+pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Sets connection options, checks the file is a tablesafe catalog, and migrates it.
+/// A catalog another process holds locked is waited on (up to [`BUSY_TIMEOUT`]) and
+/// then reported as busy, never as damaged.
 pub fn prepare(conn: &mut Connection, path: &Path) -> Result<(), CatalogError> {
-    let corrupt = |e: rusqlite::Error| CatalogError::Corrupt {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
+    let corrupt = |e: rusqlite::Error| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
+            CatalogError::Busy {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            }
+        }
+        _ => CatalogError::Corrupt {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        },
     };
+    // Before the first statement that reads the file: it may have to wait for a lock.
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(corrupt)?;
     // The first statement that reads the file is where a non-database shows itself.
     let (app_id, version): (i64, i64) = conn
         .query_row(
@@ -217,8 +234,6 @@ pub fn prepare(conn: &mut Connection, path: &Path) -> Result<(), CatalogError> {
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(corrupt)?;
     conn.pragma_update(None, "foreign_keys", "ON")
-        .map_err(corrupt)?;
-    conn.busy_timeout(std::time::Duration::from_secs(30))
         .map_err(corrupt)?;
     if version < SCHEMA_VERSION {
         // Take the write lock first, then look again: another process (a daemon starting
