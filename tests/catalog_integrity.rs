@@ -166,3 +166,87 @@ fn a_command_started_while_another_holds_the_catalog_locked_waits_instead_of_cal
     assert!(out.status.success(), "{text}");
     assert!(!text.contains("damaged"), "{text}");
 }
+
+/// Exit code 1 and exactly one line on stderr; returns it.
+#[track_caller]
+fn one_line_failure(out: &Output) -> String {
+    let text = support::cli::text(out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line on stderr: {text}");
+    lines[0].to_string()
+}
+
+/// Changes rows of a catalog behind tablesafe's back, as a damaged disk page would.
+fn damage(catalog: &Path, sql: &str) {
+    let conn = rusqlite::Connection::open(catalog).unwrap();
+    assert!(conn.execute(sql, []).unwrap() > 0, "{sql} changed nothing");
+}
+
+#[test]
+fn restore_refuses_a_catalog_whose_path_string_was_damaged_and_writes_nothing_under_it() {
+    let env = Env::backed_up();
+    damage(
+        &env.catalog,
+        "UPDATE files SET rel_path = replace(rel_path, 'Data.db', 'Eata.db') WHERE rel_path LIKE '%Data.db'",
+    );
+    let to = env.root.join("restored");
+    let out = env.run(&["restore", "--at", "now", "--to", to.to_str().unwrap()]);
+    let line = one_line_failure(&out);
+    assert!(
+        line.contains("damaged row") && line.contains("catalog rebuild"),
+        "{line}"
+    );
+    let written: Vec<String> = if to.exists() {
+        tree(&to).into_iter().map(|(p, _)| p).collect()
+    } else {
+        Vec::new()
+    };
+    assert!(!written.iter().any(|p| p.contains("Eata")), "{written:?}");
+
+    // Rebuilt from the repository's logs, the catalog restores the real files.
+    fs::remove_file(&env.catalog).unwrap();
+    support::cli::ok(env.run(&["catalog", "rebuild"]));
+    support::cli::ok(env.run(&["restore", "--at", "now", "--to", to.to_str().unwrap()]));
+    assert_eq!(tree(&to), tree(&env.data));
+}
+
+#[test]
+fn gc_never_deletes_a_blob_because_a_hash_in_its_all_nodes_view_was_damaged() {
+    let env = Env::backed_up();
+    let gc = ["gc", "--keep-last", "1", "--grace", "0s"];
+    support::cli::ok(env.run(&gc));
+    let blobs_before = tree(&env.repo.join("blobs")).len();
+    // One flipped bit in the hash of the Data.db version.
+    {
+        let conn = rusqlite::Connection::open(env.all_nodes_catalog()).unwrap();
+        let (file_id, from, mut hash): (i64, i64, Vec<u8>) = conn
+            .query_row(
+                "SELECT v.file_id, v.valid_from, v.hash FROM versions v JOIN files f ON f.id = v.file_id
+                 WHERE f.rel_path LIKE '%Data.db'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        hash[7] ^= 0x10;
+        conn.execute(
+            "UPDATE versions SET hash = ?3 WHERE file_id = ?1 AND valid_from = ?2",
+            rusqlite::params![file_id, from, hash],
+        )
+        .unwrap();
+    }
+    for _ in 0..2 {
+        let line = one_line_failure(&env.run(&gc));
+        assert!(line.contains("damaged row"), "{line}");
+    }
+    assert_eq!(tree(&env.repo.join("blobs")).len(), blobs_before);
+
+    // The view is rebuilt from the repository once deleted, as the message says.
+    fs::remove_file(env.all_nodes_catalog()).unwrap();
+    support::cli::ok(env.run(&gc));
+    support::cli::ok(env.run(&gc));
+    let to = env.root.join("restored");
+    support::cli::ok(env.run(&["restore", "--at", "now", "--to", to.to_str().unwrap()]));
+    assert_eq!(tree(&to), tree(&env.data));
+}

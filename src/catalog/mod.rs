@@ -37,6 +37,14 @@ pub enum CatalogError {
     )]
     Corrupt { path: PathBuf, detail: String },
     #[error(
+        "catalog {path} has {count} damaged row(s) (first: {first}; its checksum does not match what it holds): nothing was done with it; move the catalog aside and run `tablesafe catalog rebuild` to recreate it from the repository (gc's and verify's <catalog>.all-nodes.db can simply be deleted: the next run rebuilds it)"
+    )]
+    RowDamaged {
+        path: PathBuf,
+        count: u64,
+        first: String,
+    },
+    #[error(
         "catalog {path} is busy: another tablesafe process kept it locked for more than {} s ({detail}); nothing is wrong with it: run the command again once the other one is done",
         schema::BUSY_TIMEOUT.as_secs()
     )]
@@ -208,6 +216,7 @@ impl Catalog {
             })?;
         }
         let conn = Connection::open(path).map_err(|e| sqlite_error(path, e))?;
+        schema::register_functions(&conn).map_err(|e| sqlite_error(path, e))?;
         let mut catalog = Catalog {
             conn,
             path: path.to_path_buf(),
@@ -358,24 +367,35 @@ impl Catalog {
         // Asked once per file a restore plans: the SQL is built once.
         static SQL: LazyLock<String> = LazyLock::new(|| {
             format!(
-                "SELECT pack, offset, size FROM packed WHERE hash = ?1 AND pack = ({})
+                "SELECT pack, offset, size, {} FROM packed p WHERE hash = ?1 AND pack = ({})
                  AND NOT {OWN_BLOB_KEPT}",
+                schema::packed_intact("p"),
                 chosen_pack("?1")
             )
         });
-        self.conn
+        let located = self
+            .conn
             .prepare_cached(&SQL)
             .and_then(|mut stmt| {
                 stmt.query_row([hash.as_slice()], |r| {
-                    Ok(PackedAt {
-                        pack: r.get(0)?,
-                        offset: r.get::<_, i64>(1)? as u64,
-                        size: r.get::<_, i64>(2)? as u64,
-                    })
+                    Ok((
+                        PackedAt {
+                            pack: r.get(0)?,
+                            offset: r.get::<_, i64>(1)? as u64,
+                            size: r.get::<_, i64>(2)? as u64,
+                        },
+                        r.get::<_, bool>(3),
+                    ))
                 })
             })
             .optional()
-            .map_err(self.err())
+            .map_err(self.err())?;
+        let rows = located.into_iter().map(Ok);
+        Ok(self
+            .intact(rows, |_| {
+                format!("pack membership of {}", hex::encode(hash))
+            })?
+            .pop())
     }
 
     /// True when gc has condemned this blob (and no upload since has saved it).
@@ -522,11 +542,14 @@ impl Catalog {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT f.data_dir, f.keyspace, f.table_name, f.table_id, f.rel_path,
-                        v.hash, v.size, v.mtime, v.valid_from, v.valid_to
-                 FROM versions v JOIN files f ON f.id = v.file_id
-                 WHERE f.node = ?1 AND v.valid_from <= ?2 AND (v.valid_to IS NULL OR v.valid_to > ?2)
-                 ORDER BY f.data_dir, f.keyspace, f.table_name, f.table_id, f.rel_path",
+                &format!(
+                    "SELECT f.data_dir, f.keyspace, f.table_name, f.table_id, f.rel_path,
+                            v.hash, v.size, v.mtime, v.valid_from, v.valid_to, {}
+                     FROM versions v JOIN files f ON f.id = v.file_id
+                     WHERE f.node = ?1 AND v.valid_from <= ?2 AND (v.valid_to IS NULL OR v.valid_to > ?2)
+                     ORDER BY f.data_dir, f.keyspace, f.table_name, f.table_id, f.rel_path",
+                    schema::version_intact("v", "f")
+                ),
             )
             .map_err(self.err())?;
         let rows = stmt
@@ -540,9 +563,83 @@ impl Catalog {
                     valid_from: r.get(8)?,
                     valid_to: r.get(9)?,
                 })
+                .map(|v| (v, r.get::<_, bool>(10)))
             })
             .map_err(self.err())?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+        self.intact(rows, |v| {
+            format!(
+                "version of node {node} file {}/{} from {}",
+                v.key.data_dir,
+                v.key.data_relative_path(),
+                v.valid_from
+            )
+        })
+    }
+
+    /// The rows of a query whose last column says whether the row is intact; the first
+    /// damaged one is an error naming it (`what`).
+    fn intact<T>(
+        &self,
+        rows: impl Iterator<Item = rusqlite::Result<(T, rusqlite::Result<bool>)>>,
+        what: impl Fn(&T) -> String,
+    ) -> Result<Vec<T>, CatalogError> {
+        let mut out = Vec::new();
+        for row in rows {
+            let (value, ok) = row.map_err(self.err())?;
+            if !ok.map_err(self.err())? {
+                return Err(CatalogError::RowDamaged {
+                    path: self.path.clone(),
+                    count: 1,
+                    first: what(&value),
+                });
+            }
+            out.push(value);
+        }
+        Ok(out)
+    }
+
+    /// Checks every row gc and verify decide on (file versions, snapshots, pack
+    /// memberships, condemnations) against its checksum: a full scan, once per gc or
+    /// verify run, so a damaged row never makes a needed blob look unreferenced.
+    pub fn check_rows(&self) -> Result<(), CatalogError> {
+        let checks = [
+            format!(
+                "SELECT COUNT(*), MIN('version of node ' || COALESCE(f.node, '?') || ' file '
+                     || COALESCE(f.data_dir || '/' || f.keyspace || '/' || f.table_name || '/' || f.rel_path, '(no file row)')
+                     || ' from ' || v.valid_from)
+                 FROM versions v LEFT JOIN files f ON f.id = v.file_id WHERE NOT {}",
+                schema::version_intact("v", "f")
+            ),
+            format!(
+                "SELECT COUNT(*), MIN('snapshot ' || node || '/' || name) FROM snapshots s WHERE NOT {}",
+                schema::snapshot_intact("s")
+            ),
+            format!(
+                "SELECT COUNT(*), MIN('pack membership of ' || hex(hash)) FROM packed p WHERE NOT {}",
+                schema::packed_intact("p")
+            ),
+            format!(
+                "SELECT COUNT(*), MIN('condemned blob ' || hex(hash)) FROM condemned c WHERE NOT {}",
+                schema::condemned_intact("c")
+            ),
+        ];
+        let (mut count, mut first) = (0u64, None);
+        for sql in &checks {
+            let (n, example): (i64, Option<String>) = self
+                .conn
+                .query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(self.err())?;
+            count += n as u64;
+            first = first.or(example);
+        }
+        match first {
+            Some(first) => Err(CatalogError::RowDamaged {
+                path: self.path.clone(),
+                count,
+                first,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Earliest and latest recorded change of `node`, if it has any history.
@@ -562,11 +659,12 @@ impl Catalog {
     pub fn snapshots(&self, filter: &SnapshotFilter) -> Result<Vec<SnapshotRow>, CatalogError> {
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT id, node, name, time, scope, files, bytes FROM snapshots
+            .prepare(&format!(
+                "SELECT id, node, name, time, scope, files, bytes, {} FROM snapshots s
                  WHERE (?1 IS NULL OR node = ?1) AND (?2 IS NULL OR time >= ?2) AND (?3 IS NULL OR time <= ?3)
                  ORDER BY time, id",
-            )
+                schema::snapshot_intact("s")
+            ))
             .map_err(self.err())?;
         let rows = stmt
             .query_map(params![filter.node, filter.since, filter.until], |r| {
@@ -579,9 +677,10 @@ impl Catalog {
                     files: r.get::<_, i64>(5)? as u64,
                     bytes: r.get::<_, i64>(6)? as u64,
                 })
+                .map(|s| (s, r.get::<_, bool>(7)))
             })
             .map_err(self.err())?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+        self.intact(rows, |s| format!("snapshot {}/{}", s.node, s.name))
     }
 
     /// Corrupt SSTables recorded for `node`: (key, detail, time), newest first.

@@ -128,7 +128,11 @@ impl Catalog {
     /// The hashes go through SQLite's sorter (`+` keeps it from walking the hash index,
     /// which costs a random lookup per version) so the inserts append in key order
     /// instead of landing at random in a table larger than the cache.
+    ///
+    /// Every row it reads is checked first ([`Catalog::check_rows`]): a damaged row
+    /// fails the run instead of making a needed blob look unreferenced.
     pub fn reach_mark_referenced(&mut self) -> Result<u64, CatalogError> {
+        self.check_rows()?;
         self.conn
             .execute_batch(
                 "DELETE FROM temp.gc_referenced;

@@ -176,7 +176,80 @@ const MIGRATIONS: &[&str] = &[
         seq    INTEGER NOT NULL   -- the batch that said so
     ) WITHOUT ROWID;
     ",
+    // 8: a checksum of every row restore and gc decide on (see `ROW_CHECK`); rows
+    // written before are checksummed as they are now.
+    "
+    ALTER TABLE versions ADD COLUMN chk INTEGER;
+    ALTER TABLE snapshots ADD COLUMN chk INTEGER;
+    ALTER TABLE packed ADD COLUMN chk INTEGER;
+    ALTER TABLE condemned ADD COLUMN chk INTEGER;
+    UPDATE versions SET chk = (SELECT ts_row_check('v', f.node, f.data_dir, f.keyspace,
+        f.table_name, f.table_id, f.rel_path, versions.valid_from, versions.valid_to,
+        versions.hash, versions.size, versions.mtime) FROM files f WHERE f.id = versions.file_id);
+    UPDATE snapshots SET chk = ts_row_check('s', node, name, time, scope, files, bytes);
+    UPDATE packed SET chk = ts_row_check('p', hash, pack, offset, size);
+    UPDATE condemned SET chk = ts_row_check('c', hash, since);
+    ",
 ];
+
+/// SQLite has no page checksums: one changed byte in a path or a hash would be read back
+/// as if it were true. So every row that decides what restore writes where, or what gc
+/// may delete, carries `chk`, this SQL function over its values (BLAKE3 of the typed,
+/// length-prefixed values, first 8 bytes). A version's covers its file's node and path
+/// too (a damaged `files` row or `file_id` fails the check of every version it holds).
+/// It detects damage, not deliberate edits: whoever can write the catalog can recompute it.
+pub const ROW_CHECK: &str = "ts_row_check";
+
+/// SQL: true when the version row `v` (joined to its file row `f`) is intact.
+pub fn version_intact(v: &str, f: &str) -> String {
+    format!(
+        "({v}.chk IS ts_row_check('v', {f}.node, {f}.data_dir, {f}.keyspace, {f}.table_name,
+            {f}.table_id, {f}.rel_path, {v}.valid_from, {v}.valid_to, {v}.hash, {v}.size,
+            {v}.mtime))"
+    )
+}
+
+/// SQL: true when the snapshot, pack membership or condemnation row `t` is intact.
+pub fn snapshot_intact(t: &str) -> String {
+    format!(
+        "({t}.chk IS ts_row_check('s', {t}.node, {t}.name, {t}.time, {t}.scope, {t}.files, {t}.bytes))"
+    )
+}
+pub fn packed_intact(t: &str) -> String {
+    format!("({t}.chk IS ts_row_check('p', {t}.hash, {t}.pack, {t}.offset, {t}.size))")
+}
+pub fn condemned_intact(t: &str) -> String {
+    format!("({t}.chk IS ts_row_check('c', {t}.hash, {t}.since))")
+}
+
+/// Registers [`ROW_CHECK`] on a connection (before [`prepare`]: migrations use it).
+pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    use rusqlite::types::ValueRef;
+    conn.create_scalar_function(
+        ROW_CHECK,
+        -1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let mut h = blake3::Hasher::new();
+            for i in 0..ctx.len() {
+                let (tag, bytes): (u8, std::borrow::Cow<'_, [u8]>) = match ctx.get_raw(i) {
+                    ValueRef::Null => (0, (&[][..]).into()),
+                    ValueRef::Integer(n) => (1, n.to_le_bytes().to_vec().into()),
+                    ValueRef::Real(f) => (2, f.to_le_bytes().to_vec().into()),
+                    ValueRef::Text(t) => (3, t.into()),
+                    ValueRef::Blob(b) => (4, b.into()),
+                };
+                h.update(&[tag]);
+                h.update(&(bytes.len() as u64).to_le_bytes());
+                h.update(&bytes);
+            }
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&h.finalize().as_bytes()[..8]);
+            Ok(i64::from_le_bytes(first))
+        },
+    )
+}
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -389,23 +462,58 @@ pub fn apply_change(
                     .query_row([id], |r| r.get(0))?;
                 at = last_from.map_or(at, |f| at.max(f + 1));
                 tx.prepare_cached(
-                    "UPDATE versions SET valid_to = ?2 WHERE file_id = ?1 AND valid_to IS NULL",
+                    "UPDATE versions SET valid_to = ?2,
+                         chk = ts_row_check('v', ?3, ?4, ?5, ?6, ?7, ?8, valid_from, ?2, hash, size, mtime)
+                     WHERE file_id = ?1 AND valid_to IS NULL",
                 )?
-                .execute(params![id, at])?;
+                .execute(params![
+                    id,
+                    at,
+                    node,
+                    key.data_dir,
+                    key.keyspace,
+                    key.table,
+                    key.table_id,
+                    key.rel_path
+                ])?;
             }
             tx.prepare_cached(
-                "INSERT INTO versions (file_id, valid_from, valid_to, hash, size, mtime)
-                 VALUES (?1, ?2, NULL, ?3, ?4, ?5)",
+                "INSERT INTO versions (file_id, valid_from, valid_to, hash, size, mtime, chk)
+                 VALUES (?1, ?2, NULL, ?3, ?4, ?5,
+                         ts_row_check('v', ?6, ?7, ?8, ?9, ?10, ?11, ?2, NULL, ?3, ?4, ?5))",
             )?
-            .execute(params![id, at, hash.as_slice(), *size as i64, mtime])?;
+            .execute(params![
+                id,
+                at,
+                hash.as_slice(),
+                *size as i64,
+                mtime,
+                node,
+                key.data_dir,
+                key.keyspace,
+                key.table,
+                key.table_id,
+                key.rel_path
+            ])?;
         }
         Change::End { key, at } => {
             let (id, _) = file_id(tx, node, key, Expect::Known)?;
             tx.prepare_cached(
-                "UPDATE versions SET valid_to = MAX(?2, valid_from + 1)
+                "UPDATE versions SET valid_to = MAX(?2, valid_from + 1),
+                     chk = ts_row_check('v', ?3, ?4, ?5, ?6, ?7, ?8, valid_from,
+                                        MAX(?2, valid_from + 1), hash, size, mtime)
                  WHERE file_id = ?1 AND valid_to IS NULL",
             )?
-            .execute(params![id, at])?;
+            .execute(params![
+                id,
+                at,
+                node,
+                key.data_dir,
+                key.keyspace,
+                key.table,
+                key.table_id,
+                key.rel_path
+            ])?;
         }
         Change::Snapshot {
             name,
@@ -415,8 +523,8 @@ pub fn apply_change(
             bytes,
         } => {
             tx.prepare_cached(
-                "INSERT OR IGNORE INTO snapshots (node, name, time, scope, files, bytes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR IGNORE INTO snapshots (node, name, time, scope, files, bytes, chk)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ts_row_check('s', ?1, ?2, ?3, ?4, ?5, ?6))",
             )?
             .execute(params![
                 node,
@@ -457,8 +565,10 @@ pub fn apply_change(
             dropped_snapshots,
         )?,
         Change::Condemn { hashes } => {
-            let mut stmt = tx
-                .prepare_cached("INSERT OR REPLACE INTO condemned (hash, since) VALUES (?1, ?2)")?;
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO condemned (hash, since, chk)
+                 VALUES (?1, ?2, ts_row_check('c', ?1, ?2))",
+            )?;
             for h in hashes {
                 stmt.execute(params![h.as_slice(), time])?;
             }
@@ -484,7 +594,8 @@ pub fn apply_change(
         Change::Writer { .. } => {}
         Change::Packed { pack, members } => {
             let mut stmt = tx.prepare_cached(
-                "INSERT OR IGNORE INTO packed (hash, pack, offset, size) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT OR IGNORE INTO packed (hash, pack, offset, size, chk)
+                 VALUES (?1, ?2, ?3, ?4, ts_row_check('p', ?1, ?2, ?3, ?4))",
             )?;
             for m in members {
                 stmt.execute(params![
