@@ -233,16 +233,18 @@ pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
         |ctx| {
             let mut h = blake3::Hasher::new();
             for i in 0..ctx.len() {
-                let (tag, bytes): (u8, std::borrow::Cow<'_, [u8]>) = match ctx.get_raw(i) {
-                    ValueRef::Null => (0, (&[][..]).into()),
-                    ValueRef::Integer(n) => (1, n.to_le_bytes().to_vec().into()),
-                    ValueRef::Real(f) => (2, f.to_le_bytes().to_vec().into()),
-                    ValueRef::Text(t) => (3, t.into()),
-                    ValueRef::Blob(b) => (4, b.into()),
+                let mut typed = |tag: u8, bytes: &[u8]| {
+                    h.update(&[tag]);
+                    h.update(&(bytes.len() as u64).to_le_bytes());
+                    h.update(bytes);
                 };
-                h.update(&[tag]);
-                h.update(&(bytes.len() as u64).to_le_bytes());
-                h.update(&bytes);
+                match ctx.get_raw(i) {
+                    ValueRef::Null => typed(0, &[]),
+                    ValueRef::Integer(n) => typed(1, &n.to_le_bytes()),
+                    ValueRef::Real(f) => typed(2, &f.to_le_bytes()),
+                    ValueRef::Text(t) => typed(3, t),
+                    ValueRef::Blob(b) => typed(4, b),
+                }
             }
             let mut first = [0u8; 8];
             first.copy_from_slice(&h.finalize().as_bytes()[..8]);
