@@ -250,3 +250,63 @@ fn gc_never_deletes_a_blob_because_a_hash_in_its_all_nodes_view_was_damaged() {
     support::cli::ok(env.run(&["restore", "--at", "now", "--to", to.to_str().unwrap()]));
     assert_eq!(tree(&to), tree(&env.data));
 }
+
+/// The object of the blob holding `file`'s content.
+fn blob_object(env: &Env, file: &Path) -> PathBuf {
+    let hash = blake3::hash(&fs::read(file).unwrap()).to_hex();
+    let object = env.repo.join("blobs").join(&hash[..2]).join(hash.as_str());
+    assert!(
+        object.exists(),
+        "{} is not {}",
+        object.display(),
+        file.display()
+    );
+    object
+}
+
+/// The node's live files whose name ends with `suffix`.
+fn live_file(env: &Env, suffix: &str) -> PathBuf {
+    let mut stack = vec![env.data.clone()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                if !p.ends_with("snapshots") && !p.ends_with("backups") {
+                    stack.push(p);
+                }
+            } else if p.to_string_lossy().ends_with(suffix) {
+                return p;
+            }
+        }
+    }
+    panic!("no file *{suffix} under {}", env.data.display());
+}
+
+#[test]
+fn a_blob_verify_finds_missing_or_damaged_is_uploaded_again_by_the_next_backup() {
+    let env = Env::backed_up();
+    let data = blob_object(&env, &live_file(&env, "-Data.db"));
+    let index = blob_object(&env, &live_file(&env, "-Index.db"));
+    fs::remove_file(&data).unwrap();
+    let mut bytes = fs::read(&index).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    fs::write(&index, bytes).unwrap();
+
+    let line = one_line_failure(&env.run(&["verify", "--read-data"]));
+    assert!(
+        line.contains("2 blob(s)")
+            && line.contains("recorded as gone")
+            && line.contains("next `tablesafe backup`"),
+        "{line}"
+    );
+    // The damaged object is kept, out of the way.
+    assert_eq!(tree(&env.repo.join("damaged")).len(), 1);
+
+    let backed_up = String::from_utf8(support::cli::ok(env.backup(&[])).stdout).unwrap();
+    assert!(data.exists() && index.exists(), "{backed_up}");
+    support::cli::ok(env.run(&["verify", "--read-data"]));
+    let to = env.root.join("restored");
+    support::cli::ok(env.run(&["restore", "--at", "now", "--to", to.to_str().unwrap()]));
+    assert_eq!(tree(&to), tree(&env.data));
+}

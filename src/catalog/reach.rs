@@ -331,4 +331,27 @@ impl Catalog {
             .map_err(self.err())?;
         rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
     }
+
+    /// True when `hash` is a pack (some file is recorded inside it).
+    pub fn is_pack(&self, hash: &Hash32) -> Result<bool, CatalogError> {
+        self.conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM packed WHERE pack = ?1)")
+            .and_then(|mut stmt| stmt.query_row([hash.as_slice()], |r| r.get(0)))
+            .map_err(self.err())
+    }
+
+    /// The packs recorded as holding the content `hash` that the listing does not hold.
+    pub fn unlisted_packs_of(&self, hash: &Hash32) -> Result<Vec<Hash32>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT pack FROM packed WHERE hash = ?1
+                 AND pack NOT IN (SELECT hash FROM temp.gc_listed) ORDER BY pack",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([hash.as_slice()], |r| r.get::<_, [u8; 32]>(0))
+            .map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
 }

@@ -63,13 +63,45 @@ pub fn run(args: &VerifyArgs, settings: &Settings) -> Result<ExitCode, Failure> 
     match report.problems.first() {
         None => Ok(ExitCode::SUCCESS),
         Some(first) => Err(Failure::Failed(anyhow!(
-            "verify found {} blob(s) that retained points need missing or damaged, first: {} blob {} ({}); restores that need them will fail: run `tablesafe backup` on the nodes that still have the files, or restore other points",
+            "verify found {} blob(s) that retained points need missing or damaged, first: {} blob {} ({}); {}; restores that need them fail until then, or restore other points",
             report.problems.len(),
             first.kind,
             first.blob,
-            first.detail
+            first.detail,
+            repair_advice(&report)
         ))),
     }
+}
+
+/// What happens next to the blobs verify found missing or damaged.
+fn repair_advice(report: &verify::VerifyReport) -> String {
+    let mut advice = if report.recorded_gone > 0 {
+        format!(
+            "{} of them are now recorded as gone in gc's log{}, so the next `tablesafe backup` of any node that still has their files uploads them again: run it on those nodes",
+            report.recorded_gone,
+            if report.moved_aside > 0 {
+                format!(
+                    " ({} damaged object(s) moved to damaged/ in the repository)",
+                    report.moved_aside
+                )
+            } else {
+                String::new()
+            }
+        )
+    } else {
+        "none of them could be recorded as gone".to_string()
+    };
+    let left = report.left_in_place;
+    if left > 0 && report.recorded_gone > 0 {
+        advice.push_str(&format!(
+            "; the other {left} (damaged packs, or blobs that could not be read: see above) are left in place: run verify again"
+        ));
+    } else if left > 0 {
+        advice.push_str(
+            " (damaged packs, or blobs that could not be read: see above): run verify again",
+        );
+    }
+    advice
 }
 
 /// `5%`, `5` or `0.5%` as a fraction in (0, 1].
