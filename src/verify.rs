@@ -268,3 +268,71 @@ pub fn problem_lines(p: &Problem) -> Vec<String> {
     }
     lines
 }
+
+/// Differences listed per kind and direction; the rest are counted.
+const DIFFERENCES_SHOWN: usize = 50;
+
+/// What `verify --check-catalog` found in one local catalog.
+#[derive(Debug, Clone, Serialize)]
+pub struct CatalogDifferences {
+    pub catalog: std::path::PathBuf,
+    /// One line per difference (or damaged row).
+    pub lines: Vec<String>,
+    /// Differences found beyond those in `lines`.
+    pub more: u64,
+}
+
+impl CatalogDifferences {
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty() && self.more == 0
+    }
+}
+
+/// Compares the local catalog `local` with one rebuilt from the repository's logs at
+/// `scratch` (a new file, removed afterwards): with `node`, that node's history and
+/// gc's log (what `catalog rebuild` makes of a node's catalog); without, every node's
+/// (gc's and verify's all-nodes view). `local` first catches up with the same logs, so
+/// only what the logs do not say shows: damaged or altered rows, and batches the
+/// repository never received.
+pub async fn check_catalog(
+    repo: &Repository,
+    local: &mut Catalog,
+    node: Option<&str>,
+    scratch: &std::path::Path,
+) -> Result<CatalogDifferences, GcError> {
+    let mut out = CatalogDifferences {
+        catalog: local.path().to_path_buf(),
+        lines: Vec::new(),
+        more: 0,
+    };
+    let mut truth = Catalog::open(scratch)?;
+    match node {
+        Some(node) => {
+            mirror::rebuild_node(repo, &mut truth, node).await?;
+            mirror::sync_gc_log(repo, &mut truth).await?;
+            mirror::sync_gc_log(repo, local).await?;
+            let pending = local.pending_batches(node)?;
+            if let Some(first) = pending.first() {
+                out.lines.push(format!(
+                    "{} batch(es) of node {node} from {} on are in the local catalog only, not in the repository yet: run `tablesafe backup` to upload them, then compare again",
+                    pending.len(),
+                    first.seq
+                ));
+            }
+        }
+        None => {
+            mirror::sync_all(repo, &mut truth).await?;
+            mirror::sync_all(repo, local).await?;
+        }
+    }
+    drop(truth);
+    if let Err(crate::catalog::CatalogError::RowDamaged { count, first, .. }) = local.check_rows() {
+        out.lines.push(format!(
+            "{count} damaged row(s) (checksum mismatch), first: {first}"
+        ));
+    }
+    let (lines, more) = local.differences_from(scratch, node, DIFFERENCES_SHOWN)?;
+    out.lines.extend(lines);
+    out.more = more;
+    Ok(out)
+}

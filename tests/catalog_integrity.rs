@@ -310,3 +310,57 @@ fn a_blob_verify_finds_missing_or_damaged_is_uploaded_again_by_the_next_backup()
     support::cli::ok(env.run(&["restore", "--at", "now", "--to", to.to_str().unwrap()]));
     assert_eq!(tree(&to), tree(&env.data));
 }
+
+#[test]
+fn verify_check_catalog_reports_each_row_that_differs_from_the_repositorys_logs() {
+    let env = Env::backed_up();
+    support::cli::ok(env.run(&["gc", "--keep-last", "1", "--grace", "1h"]));
+    let out = support::cli::ok(env.run(&["verify", "--check-catalog"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("2 local catalog(s) match"), "{stdout}");
+
+    damage(
+        &env.catalog,
+        "UPDATE files SET rel_path = replace(rel_path, 'Data.db', 'Eata.db') WHERE rel_path LIKE '%Data.db'",
+    );
+    damage(
+        &env.all_nodes_catalog(),
+        "UPDATE snapshots SET time = time - 3600000000",
+    );
+    let out = env.run(&["verify", "--check-catalog"]);
+    let line = one_line_failure(&out);
+    assert!(
+        line.contains("differs from the repository's logs"),
+        "{line}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let own = format!("catalog {}: ", env.catalog.display());
+    let view = format!("catalog {}: ", env.all_nodes_catalog().display());
+    let has = |prefix: &str, what: &str| {
+        stdout
+            .lines()
+            .any(|l| l.starts_with(prefix) && l.contains(what))
+    };
+    assert!(has(&own, "damaged row"), "{stdout}");
+    assert!(
+        has(&own, "only in the local catalog") && has(&own, "Eata.db"),
+        "{stdout}"
+    );
+    assert!(
+        has(&own, "only in the repository's logs") && has(&own, "Data.db"),
+        "{stdout}"
+    );
+    assert!(has(&view, "snapshot only in the local catalog"), "{stdout}");
+    assert!(
+        has(&view, "snapshot only in the repository's logs"),
+        "{stdout}"
+    );
+    // Nothing else differs, and no scratch catalog is left behind.
+    assert_eq!(stdout.lines().count(), 6, "{stdout}");
+    let left: Vec<_> = fs::read_dir(env.root.join("catalog"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("verify"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -605,7 +605,9 @@ impl Catalog {
         let checks = [
             format!(
                 "SELECT COUNT(*), MIN('version of node ' || COALESCE(f.node, '?') || ' file '
-                     || COALESCE(f.data_dir || '/' || f.keyspace || '/' || f.table_name || '/' || f.rel_path, '(no file row)')
+                     || COALESCE(f.data_dir || '/' || f.keyspace || '/' || f.table_name
+                         || CASE f.table_id WHEN '' THEN '' ELSE '-' || f.table_id END
+                         || '/' || f.rel_path, '(no file row)')
                      || ' from ' || v.valid_from)
                  FROM versions v LEFT JOIN files f ON f.id = v.file_id WHERE NOT {}",
                 schema::version_intact("v", "f")
