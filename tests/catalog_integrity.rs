@@ -19,7 +19,7 @@ struct Env {
     repo: PathBuf,
     data: PathBuf,
     catalog: PathBuf,
-    node: Node,
+    _node: Node,
 }
 
 impl Env {
@@ -37,7 +37,7 @@ impl Env {
             repo: root.join("repo"),
             catalog: root.join("catalog/n1.db"),
             data,
-            node,
+            _node: node,
             _tmp: tmp,
             root,
         };
@@ -363,4 +363,35 @@ fn verify_check_catalog_reports_each_row_that_differs_from_the_repositorys_logs(
         .filter(|n| n.contains("verify"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_damaged_stat_cache_row_makes_the_file_be_read_again_not_recorded_with_another_hash() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::backed_up();
+    let data = live_file(&env, "-Data.db");
+    let index = live_file(&env, "-Index.db");
+    // Each file's remembered hash replaced by the other's (both blobs exist).
+    let conn = rusqlite::Connection::open(&env.catalog).unwrap();
+    let hash_of = |p: &Path| -> Vec<u8> {
+        conn.query_row(
+            "SELECT hash FROM stat_cache WHERE ino = ?1",
+            [fs::metadata(p).unwrap().ino() as i64],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let (h_data, h_index) = (hash_of(&data), hash_of(&index));
+    for (p, h) in [(&data, &h_index), (&index, &h_data)] {
+        conn.execute(
+            "UPDATE stat_cache SET hash = ?2 WHERE ino = ?1",
+            rusqlite::params![fs::metadata(p).unwrap().ino() as i64, h],
+        )
+        .unwrap();
+    }
+    drop(conn);
+    support::cli::ok(env.backup(&[]));
+    let to = env.root.join("restored");
+    support::cli::ok(env.run(&["restore", "--at", "now", "--to", to.to_str().unwrap()]));
+    assert_eq!(tree(&to), tree(&env.data));
 }

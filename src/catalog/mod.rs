@@ -443,10 +443,12 @@ impl Catalog {
         rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
     }
 
-    /// The hash remembered for a file whose stat matches exactly.
+    /// The hash remembered for a file whose stat matches exactly. A damaged row (its
+    /// checksum does not match) is not used: the file is read again.
     pub fn cached_hash(&self, stat: &StatKey) -> Result<Option<Hash32>, CatalogError> {
         self.stat_cache_lookup(
-            "SELECT hash FROM stat_cache WHERE dev = ?1 AND ino = ?2 AND size = ?3 AND mtime_ns = ?4 AND ctime_ns = ?5",
+            "SELECT hash FROM stat_cache WHERE dev = ?1 AND ino = ?2 AND size = ?3 AND mtime_ns = ?4 AND ctime_ns = ?5
+             AND chk IS ts_row_check('st', dev, ino, size, mtime_ns, ctime_ns, hash)",
             params![stat.dev as i64, stat.ino as i64, stat.size as i64, stat.mtime_ns, stat.ctime_ns],
         )
     }
@@ -458,7 +460,8 @@ impl Catalog {
     /// TOC.txt are rewritten as new files), so the content is the one remembered.
     pub fn cached_hash_relinked(&self, stat: &StatKey) -> Result<Option<Hash32>, CatalogError> {
         self.stat_cache_lookup(
-            "SELECT hash FROM stat_cache WHERE dev = ?1 AND ino = ?2 AND size = ?3 AND mtime_ns = ?4",
+            "SELECT hash FROM stat_cache WHERE dev = ?1 AND ino = ?2 AND size = ?3 AND mtime_ns = ?4
+             AND chk IS ts_row_check('st', dev, ino, size, mtime_ns, ctime_ns, hash)",
             params![stat.dev as i64, stat.ino as i64, stat.size as i64, stat.mtime_ns],
         )
     }
@@ -478,9 +481,17 @@ impl Catalog {
     /// Remembers file hashes by stat, in one transaction.
     pub fn remember_stats(&mut self, entries: &[(StatKey, Hash32)]) -> Result<(), CatalogError> {
         self.execute_each(
-            "INSERT OR REPLACE INTO stat_cache (dev, ino, size, mtime_ns, ctime_ns, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT OR REPLACE INTO stat_cache (dev, ino, size, mtime_ns, ctime_ns, hash, chk)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ts_row_check('st', ?1, ?2, ?3, ?4, ?5, ?6))",
             entries.iter().map(|(s, hash)| {
-                (s.dev as i64, s.ino as i64, s.size as i64, s.mtime_ns, s.ctime_ns, hash.as_slice())
+                (
+                    s.dev as i64,
+                    s.ino as i64,
+                    s.size as i64,
+                    s.mtime_ns,
+                    s.ctime_ns,
+                    hash.as_slice(),
+                )
             }),
         )
     }

@@ -183,12 +183,14 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE snapshots ADD COLUMN chk INTEGER;
     ALTER TABLE packed ADD COLUMN chk INTEGER;
     ALTER TABLE condemned ADD COLUMN chk INTEGER;
+    ALTER TABLE stat_cache ADD COLUMN chk INTEGER;
     UPDATE versions SET chk = (SELECT ts_row_check('v', f.node, f.data_dir, f.keyspace,
         f.table_name, f.table_id, f.rel_path, versions.valid_from, versions.valid_to,
         versions.hash, versions.size, versions.mtime) FROM files f WHERE f.id = versions.file_id);
     UPDATE snapshots SET chk = ts_row_check('s', node, name, time, scope, files, bytes);
     UPDATE packed SET chk = ts_row_check('p', hash, pack, offset, size);
     UPDATE condemned SET chk = ts_row_check('c', hash, since);
+    UPDATE stat_cache SET chk = ts_row_check('st', dev, ino, size, mtime_ns, ctime_ns, hash);
     ",
 ];
 
