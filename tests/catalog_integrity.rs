@@ -78,8 +78,8 @@ impl Env {
     }
 }
 
-/// Files below `dir`, relative to it, with their contents.
-fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+/// Files below `dir`, relative to it, with the BLAKE3 of their contents.
+fn tree(dir: &Path) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -89,7 +89,8 @@ fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
                 stack.push(p);
             } else {
                 let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
-                out.push((rel, fs::read(&p).unwrap()));
+                let hash = blake3::hash(&fs::read(&p).unwrap()).to_hex().to_string();
+                out.push((rel, hash));
             }
         }
     }
