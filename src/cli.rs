@@ -163,6 +163,11 @@ pub struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Instead, compare the local catalogs (this node's, and gc's and verify's
+    /// all-nodes view) with catalogs rebuilt from the repository's logs; one line per
+    /// difference.
+    #[arg(long, conflicts_with_all = ["read_data", "read_data_subset"])]
+    pub check_catalog: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -37,6 +37,19 @@ pub enum CatalogError {
     )]
     Corrupt { path: PathBuf, detail: String },
     #[error(
+        "catalog {path} has {count} damaged row(s) (first: {first}; its checksum does not match what it holds): nothing was done with it; move the catalog aside and run `tablesafe catalog rebuild` to recreate it from the repository (gc's and verify's <catalog>.all-nodes.db can simply be deleted: the next run rebuilds it)"
+    )]
+    RowDamaged {
+        path: PathBuf,
+        count: u64,
+        first: String,
+    },
+    #[error(
+        "catalog {path} is busy: another tablesafe process kept it locked for more than {} s ({detail}); nothing is wrong with it: run the command again once the other one is done",
+        schema::BUSY_TIMEOUT.as_secs()
+    )]
+    Busy { path: PathBuf, detail: String },
+    #[error(
         "catalog {path} has schema version {found}, newer than this tablesafe understands ({supported}): upgrade tablesafe, or rebuild into another --catalog path with `tablesafe catalog rebuild`"
     )]
     NewerSchema {
@@ -203,6 +216,7 @@ impl Catalog {
             })?;
         }
         let conn = Connection::open(path).map_err(|e| sqlite_error(path, e))?;
+        schema::register_functions(&conn).map_err(|e| sqlite_error(path, e))?;
         let mut catalog = Catalog {
             conn,
             path: path.to_path_buf(),
@@ -354,24 +368,35 @@ impl Catalog {
         // Asked once per file a restore plans: the SQL is built once.
         static SQL: LazyLock<String> = LazyLock::new(|| {
             format!(
-                "SELECT pack, offset, size FROM packed WHERE hash = ?1 AND pack = ({})
+                "SELECT pack, offset, size, {} FROM packed p WHERE hash = ?1 AND pack = ({})
                  AND NOT {OWN_BLOB_KEPT}",
+                schema::packed_intact("p"),
                 chosen_pack("?1")
             )
         });
-        self.conn
+        let located = self
+            .conn
             .prepare_cached(&SQL)
             .and_then(|mut stmt| {
                 stmt.query_row([hash.as_slice()], |r| {
-                    Ok(PackedAt {
-                        pack: r.get(0)?,
-                        offset: r.get::<_, i64>(1)? as u64,
-                        size: r.get::<_, i64>(2)? as u64,
-                    })
+                    Ok((
+                        PackedAt {
+                            pack: r.get(0)?,
+                            offset: r.get::<_, i64>(1)? as u64,
+                            size: r.get::<_, i64>(2)? as u64,
+                        },
+                        r.get::<_, bool>(3),
+                    ))
                 })
             })
             .optional()
-            .map_err(self.err())
+            .map_err(self.err())?;
+        let rows = located.into_iter().map(Ok);
+        Ok(self
+            .intact(rows, |_| {
+                format!("pack membership of {}", hex::encode(hash))
+            })?
+            .pop())
     }
 
     /// True when gc has condemned this blob (and no upload since has saved it).
@@ -419,10 +444,12 @@ impl Catalog {
         rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
     }
 
-    /// The hash remembered for a file whose stat matches exactly.
+    /// The hash remembered for a file whose stat matches exactly. A damaged row (its
+    /// checksum does not match) is not used: the file is read again.
     pub fn cached_hash(&self, stat: &StatKey) -> Result<Option<Hash32>, CatalogError> {
         self.stat_cache_lookup(
-            "SELECT hash FROM stat_cache WHERE dev = ?1 AND ino = ?2 AND size = ?3 AND mtime_ns = ?4 AND ctime_ns = ?5",
+            "SELECT hash FROM stat_cache WHERE dev = ?1 AND ino = ?2 AND size = ?3 AND mtime_ns = ?4 AND ctime_ns = ?5
+             AND chk IS ts_row_check('st', dev, ino, size, mtime_ns, ctime_ns, hash)",
             params![stat.dev as i64, stat.ino as i64, stat.size as i64, stat.mtime_ns, stat.ctime_ns],
         )
     }
@@ -434,7 +461,8 @@ impl Catalog {
     /// TOC.txt are rewritten as new files), so the content is the one remembered.
     pub fn cached_hash_relinked(&self, stat: &StatKey) -> Result<Option<Hash32>, CatalogError> {
         self.stat_cache_lookup(
-            "SELECT hash FROM stat_cache WHERE dev = ?1 AND ino = ?2 AND size = ?3 AND mtime_ns = ?4",
+            "SELECT hash FROM stat_cache WHERE dev = ?1 AND ino = ?2 AND size = ?3 AND mtime_ns = ?4
+             AND chk IS ts_row_check('st', dev, ino, size, mtime_ns, ctime_ns, hash)",
             params![stat.dev as i64, stat.ino as i64, stat.size as i64, stat.mtime_ns],
         )
     }
@@ -454,9 +482,17 @@ impl Catalog {
     /// Remembers file hashes by stat, in one transaction.
     pub fn remember_stats(&mut self, entries: &[(StatKey, Hash32)]) -> Result<(), CatalogError> {
         self.execute_each(
-            "INSERT OR REPLACE INTO stat_cache (dev, ino, size, mtime_ns, ctime_ns, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT OR REPLACE INTO stat_cache (dev, ino, size, mtime_ns, ctime_ns, hash, chk)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ts_row_check('st', ?1, ?2, ?3, ?4, ?5, ?6))",
             entries.iter().map(|(s, hash)| {
-                (s.dev as i64, s.ino as i64, s.size as i64, s.mtime_ns, s.ctime_ns, hash.as_slice())
+                (
+                    s.dev as i64,
+                    s.ino as i64,
+                    s.size as i64,
+                    s.mtime_ns,
+                    s.ctime_ns,
+                    hash.as_slice(),
+                )
             }),
         )
     }
@@ -518,11 +554,14 @@ impl Catalog {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT f.data_dir, f.keyspace, f.table_name, f.table_id, f.rel_path,
-                        v.hash, v.size, v.mtime, v.valid_from, v.valid_to
-                 FROM versions v JOIN files f ON f.id = v.file_id
-                 WHERE f.node = ?1 AND v.valid_from <= ?2 AND (v.valid_to IS NULL OR v.valid_to > ?2)
-                 ORDER BY f.data_dir, f.keyspace, f.table_name, f.table_id, f.rel_path",
+                &format!(
+                    "SELECT f.data_dir, f.keyspace, f.table_name, f.table_id, f.rel_path,
+                            v.hash, v.size, v.mtime, v.valid_from, v.valid_to, {}
+                     FROM versions v JOIN files f ON f.id = v.file_id
+                     WHERE f.node = ?1 AND v.valid_from <= ?2 AND (v.valid_to IS NULL OR v.valid_to > ?2)
+                     ORDER BY f.data_dir, f.keyspace, f.table_name, f.table_id, f.rel_path",
+                    schema::version_intact("v", "f")
+                ),
             )
             .map_err(self.err())?;
         let rows = stmt
@@ -536,9 +575,85 @@ impl Catalog {
                     valid_from: r.get(8)?,
                     valid_to: r.get(9)?,
                 })
+                .map(|v| (v, r.get::<_, bool>(10)))
             })
             .map_err(self.err())?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+        self.intact(rows, |v| {
+            format!(
+                "version of node {node} file {}/{} from {}",
+                v.key.data_dir,
+                v.key.data_relative_path(),
+                v.valid_from
+            )
+        })
+    }
+
+    /// The rows of a query whose last column says whether the row is intact; the first
+    /// damaged one is an error naming it (`what`).
+    fn intact<T>(
+        &self,
+        rows: impl Iterator<Item = rusqlite::Result<(T, rusqlite::Result<bool>)>>,
+        what: impl Fn(&T) -> String,
+    ) -> Result<Vec<T>, CatalogError> {
+        let mut out = Vec::new();
+        for row in rows {
+            let (value, ok) = row.map_err(self.err())?;
+            if !ok.map_err(self.err())? {
+                return Err(CatalogError::RowDamaged {
+                    path: self.path.clone(),
+                    count: 1,
+                    first: what(&value),
+                });
+            }
+            out.push(value);
+        }
+        Ok(out)
+    }
+
+    /// Checks every row gc and verify decide on (file versions, snapshots, pack
+    /// memberships, condemnations) against its checksum: a full scan, once per gc or
+    /// verify run, so a damaged row never makes a needed blob look unreferenced.
+    pub fn check_rows(&self) -> Result<(), CatalogError> {
+        let checks = [
+            format!(
+                "SELECT COUNT(*), MIN('version of node ' || COALESCE(f.node, '?') || ' file '
+                     || COALESCE(f.data_dir || '/' || f.keyspace || '/' || f.table_name
+                         || CASE f.table_id WHEN '' THEN '' ELSE '-' || f.table_id END
+                         || '/' || f.rel_path, '(no file row)')
+                     || ' from ' || v.valid_from)
+                 FROM versions v LEFT JOIN files f ON f.id = v.file_id WHERE NOT {}",
+                schema::version_intact("v", "f")
+            ),
+            format!(
+                "SELECT COUNT(*), MIN('snapshot ' || node || '/' || name) FROM snapshots s WHERE NOT {}",
+                schema::snapshot_intact("s")
+            ),
+            format!(
+                "SELECT COUNT(*), MIN('pack membership of ' || hex(hash)) FROM packed p WHERE NOT {}",
+                schema::packed_intact("p")
+            ),
+            format!(
+                "SELECT COUNT(*), MIN('condemned blob ' || hex(hash)) FROM condemned c WHERE NOT {}",
+                schema::condemned_intact("c")
+            ),
+        ];
+        let (mut count, mut first) = (0u64, None);
+        for sql in &checks {
+            let (n, example): (i64, Option<String>) = self
+                .conn
+                .query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(self.err())?;
+            count += n as u64;
+            first = first.or(example);
+        }
+        match first {
+            Some(first) => Err(CatalogError::RowDamaged {
+                path: self.path.clone(),
+                count,
+                first,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Earliest and latest recorded change of `node`, if it has any history.
@@ -558,11 +673,12 @@ impl Catalog {
     pub fn snapshots(&self, filter: &SnapshotFilter) -> Result<Vec<SnapshotRow>, CatalogError> {
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT id, node, name, time, scope, files, bytes FROM snapshots
+            .prepare(&format!(
+                "SELECT id, node, name, time, scope, files, bytes, {} FROM snapshots s
                  WHERE (?1 IS NULL OR node = ?1) AND (?2 IS NULL OR time >= ?2) AND (?3 IS NULL OR time <= ?3)
                  ORDER BY time, id",
-            )
+                schema::snapshot_intact("s")
+            ))
             .map_err(self.err())?;
         let rows = stmt
             .query_map(params![filter.node, filter.since, filter.until], |r| {
@@ -575,9 +691,10 @@ impl Catalog {
                     files: r.get::<_, i64>(5)? as u64,
                     bytes: r.get::<_, i64>(6)? as u64,
                 })
+                .map(|s| (s, r.get::<_, bool>(7)))
             })
             .map_err(self.err())?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+        self.intact(rows, |s| format!("snapshot {}/{}", s.node, s.name))
     }
 
     /// Corrupt SSTables recorded for `node`: (key, detail, time), newest first.
@@ -760,6 +877,12 @@ impl Replay<'_> {
 
 fn sqlite_error(path: &Path, e: rusqlite::Error) -> CatalogError {
     match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
+            CatalogError::Busy {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            }
+        }
         Some(rusqlite::ErrorCode::NotADatabase) | Some(rusqlite::ErrorCode::DatabaseCorrupt) => {
             CatalogError::Corrupt {
                 path: path.to_path_buf(),

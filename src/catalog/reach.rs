@@ -128,7 +128,11 @@ impl Catalog {
     /// The hashes go through SQLite's sorter (`+` keeps it from walking the hash index,
     /// which costs a random lookup per version) so the inserts append in key order
     /// instead of landing at random in a table larger than the cache.
+    ///
+    /// Every row it reads is checked first ([`Catalog::check_rows`]): a damaged row
+    /// fails the run instead of making a needed blob look unreferenced.
     pub fn reach_mark_referenced(&mut self) -> Result<u64, CatalogError> {
+        self.check_rows()?;
         self.conn
             .execute_batch(
                 "DELETE FROM temp.gc_referenced;
@@ -327,4 +331,172 @@ impl Catalog {
             .map_err(self.err())?;
         rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
     }
+
+    /// True when `hash` is a pack (some file is recorded inside it).
+    pub fn is_pack(&self, hash: &Hash32) -> Result<bool, CatalogError> {
+        self.conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM packed WHERE pack = ?1)")
+            .and_then(|mut stmt| stmt.query_row([hash.as_slice()], |r| r.get(0)))
+            .map_err(self.err())
+    }
+
+    /// The packs recorded as holding the content `hash` that the listing does not hold.
+    pub fn unlisted_packs_of(&self, hash: &Hash32) -> Result<Vec<Hash32>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT pack FROM packed WHERE hash = ?1
+                 AND pack NOT IN (SELECT hash FROM temp.gc_listed) ORDER BY pack",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([hash.as_slice()], |r| r.get::<_, [u8; 32]>(0))
+            .map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+}
+
+/// What `verify --check-catalog` compares, per kind: the columns (with `{db}` the
+/// schema, `?1` the node or NULL for all) and how a row reads.
+const COMPARED: &[(&str, &str, bool)] = &[
+    (
+        "version",
+        "SELECT f.node, f.data_dir || '/' || f.keyspace || '/' || f.table_name
+                || CASE f.table_id WHEN '' THEN '' ELSE '-' || f.table_id END || '/' || f.rel_path,
+                v.valid_from, v.valid_to, lower(hex(v.hash)), v.size, v.mtime
+         FROM {db}.versions v JOIN {db}.files f ON f.id = v.file_id WHERE ?1 IS NULL OR f.node = ?1",
+        false,
+    ),
+    (
+        "snapshot",
+        "SELECT node, name, time, NULL, scope, files, bytes FROM {db}.snapshots
+         WHERE ?1 IS NULL OR node = ?1",
+        false,
+    ),
+    (
+        "blob",
+        "SELECT lower(hex(hash)), size, stored_size, NULL, NULL, NULL, NULL FROM {db}.blobs
+         WHERE ?1 IS NULL",
+        true,
+    ),
+    (
+        "condemned blob",
+        "SELECT lower(hex(hash)), since, NULL, NULL, NULL, NULL, NULL FROM {db}.condemned
+         WHERE ?1 IS NULL",
+        true,
+    ),
+    (
+        "pack membership",
+        "SELECT lower(hex(hash)), lower(hex(pack)), offset, size, NULL, NULL, NULL FROM {db}.packed
+         WHERE ?1 IS NULL",
+        true,
+    ),
+];
+
+impl Catalog {
+    /// The rows of this catalog and of the catalog at `truth` (rebuilt from the
+    /// repository) that differ, one line each, up to `limit` per kind and direction,
+    /// and how many more there are. `node`: compare that node's versions and snapshots
+    /// only (a node's catalog, which holds no other node's blobs); `None`: everything.
+    pub fn differences_from(
+        &self,
+        truth: &std::path::Path,
+        node: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<String>, u64), CatalogError> {
+        self.conn
+            .execute("ATTACH DATABASE ?1 AS truth", [truth.to_string_lossy()])
+            .map_err(self.err())?;
+        let compared = self.compare_attached(node, limit);
+        let detached = self
+            .conn
+            .execute_batch("DETACH DATABASE truth")
+            .map_err(self.err());
+        let out = compared?;
+        detached?;
+        Ok(out)
+    }
+
+    fn compare_attached(
+        &self,
+        node: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<String>, u64), CatalogError> {
+        let (mut lines, mut more) = (Vec::new(), 0u64);
+        for (kind, select, all_nodes_only) in COMPARED {
+            if *all_nodes_only && node.is_some() {
+                continue;
+            }
+            for (ours, theirs, side) in [
+                ("main", "truth", "only in the local catalog"),
+                ("truth", "main", "only in the repository's logs"),
+            ] {
+                let sql = format!(
+                    "{} EXCEPT {}",
+                    select.replace("{db}", ours),
+                    select.replace("{db}", theirs)
+                );
+                let mut stmt = self.conn.prepare(&sql).map_err(self.err())?;
+                let mut rows = stmt.query([node]).map_err(self.err())?;
+                let mut n = 0usize;
+                while let Some(row) = rows.next().map_err(self.err())? {
+                    n += 1;
+                    if n > limit {
+                        more += 1;
+                        continue;
+                    }
+                    lines.push(format!("{kind} {side}: {}", describe_row(kind, row)?));
+                }
+            }
+        }
+        Ok((lines, more))
+    }
+}
+
+/// One compared row, readable.
+fn describe_row(kind: &str, r: &rusqlite::Row<'_>) -> Result<String, CatalogError> {
+    let text = |i: usize| -> String {
+        match r.get_ref(i) {
+            Ok(rusqlite::types::ValueRef::Text(t)) => String::from_utf8_lossy(t).into_owned(),
+            Ok(rusqlite::types::ValueRef::Integer(n)) => n.to_string(),
+            Ok(rusqlite::types::ValueRef::Null) | Err(_) => String::new(),
+            Ok(other) => format!("{other:?}"),
+        }
+    };
+    let time = |i: usize| -> String {
+        r.get::<_, Option<Micros>>(i)
+            .ok()
+            .flatten()
+            .map_or_else(|| "now".into(), crate::timespec::format_precise)
+    };
+    Ok(match kind {
+        "version" => format!(
+            "node {} file {} from {} to {}, blob {}, {} bytes, mtime {}",
+            text(0),
+            text(1),
+            time(2),
+            time(3),
+            text(4),
+            text(5),
+            time(6)
+        ),
+        "snapshot" => format!(
+            "{}/{} at {}, scope {:?}, {} files, {} bytes",
+            text(0),
+            text(1),
+            time(2),
+            text(4),
+            text(5),
+            text(6)
+        ),
+        "blob" => format!("{}, {} bytes ({} stored)", text(0), text(1), text(2)),
+        "condemned blob" => format!("{} since {}", text(0), time(1)),
+        _ => format!(
+            "{} in pack {} at {}, {} bytes",
+            text(0),
+            text(1),
+            text(2),
+            text(3)
+        ),
+    })
 }

@@ -176,17 +176,111 @@ const MIGRATIONS: &[&str] = &[
         seq    INTEGER NOT NULL   -- the batch that said so
     ) WITHOUT ROWID;
     ",
+    // 8: a checksum of every row restore and gc decide on (see `ROW_CHECK`); rows
+    // written before are checksummed as they are now.
+    "
+    ALTER TABLE versions ADD COLUMN chk INTEGER;
+    ALTER TABLE snapshots ADD COLUMN chk INTEGER;
+    ALTER TABLE packed ADD COLUMN chk INTEGER;
+    ALTER TABLE condemned ADD COLUMN chk INTEGER;
+    ALTER TABLE stat_cache ADD COLUMN chk INTEGER;
+    UPDATE versions SET chk = (SELECT ts_row_check('v', f.node, f.data_dir, f.keyspace,
+        f.table_name, f.table_id, f.rel_path, versions.valid_from, versions.valid_to,
+        versions.hash, versions.size, versions.mtime) FROM files f WHERE f.id = versions.file_id);
+    UPDATE snapshots SET chk = ts_row_check('s', node, name, time, scope, files, bytes);
+    UPDATE packed SET chk = ts_row_check('p', hash, pack, offset, size);
+    UPDATE condemned SET chk = ts_row_check('c', hash, since);
+    UPDATE stat_cache SET chk = ts_row_check('st', dev, ino, size, mtime_ns, ctime_ns, hash);
+    ",
 ];
+
+/// SQLite has no page checksums: one changed byte in a path or a hash would be read back
+/// as if it were true. So every row that decides what restore writes where, or what gc
+/// may delete, carries `chk`, this SQL function over its values (BLAKE3 of the typed,
+/// length-prefixed values, first 8 bytes). A version's covers its file's node and path
+/// too (a damaged `files` row or `file_id` fails the check of every version it holds).
+/// It detects damage, not deliberate edits: whoever can write the catalog can recompute it.
+pub const ROW_CHECK: &str = "ts_row_check";
+
+/// SQL: true when the version row `v` (joined to its file row `f`) is intact.
+pub fn version_intact(v: &str, f: &str) -> String {
+    format!(
+        "({v}.chk IS ts_row_check('v', {f}.node, {f}.data_dir, {f}.keyspace, {f}.table_name,
+            {f}.table_id, {f}.rel_path, {v}.valid_from, {v}.valid_to, {v}.hash, {v}.size,
+            {v}.mtime))"
+    )
+}
+
+/// SQL: true when the snapshot, pack membership or condemnation row `t` is intact.
+pub fn snapshot_intact(t: &str) -> String {
+    format!(
+        "({t}.chk IS ts_row_check('s', {t}.node, {t}.name, {t}.time, {t}.scope, {t}.files, {t}.bytes))"
+    )
+}
+pub fn packed_intact(t: &str) -> String {
+    format!("({t}.chk IS ts_row_check('p', {t}.hash, {t}.pack, {t}.offset, {t}.size))")
+}
+pub fn condemned_intact(t: &str) -> String {
+    format!("({t}.chk IS ts_row_check('c', {t}.hash, {t}.since))")
+}
+
+/// Registers [`ROW_CHECK`] on a connection (before [`prepare`]: migrations use it).
+pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    use rusqlite::types::ValueRef;
+    conn.create_scalar_function(
+        ROW_CHECK,
+        -1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let mut h = blake3::Hasher::new();
+            for i in 0..ctx.len() {
+                let mut typed = |tag: u8, bytes: &[u8]| {
+                    h.update(&[tag]);
+                    h.update(&(bytes.len() as u64).to_le_bytes());
+                    h.update(bytes);
+                };
+                match ctx.get_raw(i) {
+                    ValueRef::Null => typed(0, &[]),
+                    ValueRef::Integer(n) => typed(1, &n.to_le_bytes()),
+                    ValueRef::Real(f) => typed(2, &f.to_le_bytes()),
+                    ValueRef::Text(t) => typed(3, t),
+                    ValueRef::Blob(b) => typed(4, b),
+                }
+            }
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&h.finalize().as_bytes()[..8]);
+            Ok(i64::from_le_bytes(first))
+        },
+    )
+}
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
+/// How long a command waits for another process's lock on the catalog (SQLite's
+/// "database is locked": two commands starting at once, a daemon committing a large
+/// batch) before giving up with [`CatalogError::Busy`].
+pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Sets connection options, checks the file is a tablesafe catalog, and migrates it.
+/// A catalog another process holds locked is waited on (up to [`BUSY_TIMEOUT`]) and
+/// then reported as busy, never as damaged.
 pub fn prepare(conn: &mut Connection, path: &Path) -> Result<(), CatalogError> {
-    let corrupt = |e: rusqlite::Error| CatalogError::Corrupt {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
+    let corrupt = |e: rusqlite::Error| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
+            CatalogError::Busy {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            }
+        }
+        _ => CatalogError::Corrupt {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        },
     };
+    // Before the first statement that reads the file: it may have to wait for a lock.
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(corrupt)?;
     // The first statement that reads the file is where a non-database shows itself.
     let (app_id, version): (i64, i64) = conn
         .query_row(
@@ -217,8 +311,6 @@ pub fn prepare(conn: &mut Connection, path: &Path) -> Result<(), CatalogError> {
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(corrupt)?;
     conn.pragma_update(None, "foreign_keys", "ON")
-        .map_err(corrupt)?;
-    conn.busy_timeout(std::time::Duration::from_secs(30))
         .map_err(corrupt)?;
     if version < SCHEMA_VERSION {
         // Take the write lock first, then look again: another process (a daemon starting
@@ -374,23 +466,58 @@ pub fn apply_change(
                     .query_row([id], |r| r.get(0))?;
                 at = last_from.map_or(at, |f| at.max(f + 1));
                 tx.prepare_cached(
-                    "UPDATE versions SET valid_to = ?2 WHERE file_id = ?1 AND valid_to IS NULL",
+                    "UPDATE versions SET valid_to = ?2,
+                         chk = ts_row_check('v', ?3, ?4, ?5, ?6, ?7, ?8, valid_from, ?2, hash, size, mtime)
+                     WHERE file_id = ?1 AND valid_to IS NULL",
                 )?
-                .execute(params![id, at])?;
+                .execute(params![
+                    id,
+                    at,
+                    node,
+                    key.data_dir,
+                    key.keyspace,
+                    key.table,
+                    key.table_id,
+                    key.rel_path
+                ])?;
             }
             tx.prepare_cached(
-                "INSERT INTO versions (file_id, valid_from, valid_to, hash, size, mtime)
-                 VALUES (?1, ?2, NULL, ?3, ?4, ?5)",
+                "INSERT INTO versions (file_id, valid_from, valid_to, hash, size, mtime, chk)
+                 VALUES (?1, ?2, NULL, ?3, ?4, ?5,
+                         ts_row_check('v', ?6, ?7, ?8, ?9, ?10, ?11, ?2, NULL, ?3, ?4, ?5))",
             )?
-            .execute(params![id, at, hash.as_slice(), *size as i64, mtime])?;
+            .execute(params![
+                id,
+                at,
+                hash.as_slice(),
+                *size as i64,
+                mtime,
+                node,
+                key.data_dir,
+                key.keyspace,
+                key.table,
+                key.table_id,
+                key.rel_path
+            ])?;
         }
         Change::End { key, at } => {
             let (id, _) = file_id(tx, node, key, Expect::Known)?;
             tx.prepare_cached(
-                "UPDATE versions SET valid_to = MAX(?2, valid_from + 1)
+                "UPDATE versions SET valid_to = MAX(?2, valid_from + 1),
+                     chk = ts_row_check('v', ?3, ?4, ?5, ?6, ?7, ?8, valid_from,
+                                        MAX(?2, valid_from + 1), hash, size, mtime)
                  WHERE file_id = ?1 AND valid_to IS NULL",
             )?
-            .execute(params![id, at])?;
+            .execute(params![
+                id,
+                at,
+                node,
+                key.data_dir,
+                key.keyspace,
+                key.table,
+                key.table_id,
+                key.rel_path
+            ])?;
         }
         Change::Snapshot {
             name,
@@ -400,8 +527,8 @@ pub fn apply_change(
             bytes,
         } => {
             tx.prepare_cached(
-                "INSERT OR IGNORE INTO snapshots (node, name, time, scope, files, bytes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR IGNORE INTO snapshots (node, name, time, scope, files, bytes, chk)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ts_row_check('s', ?1, ?2, ?3, ?4, ?5, ?6))",
             )?
             .execute(params![
                 node,
@@ -442,8 +569,10 @@ pub fn apply_change(
             dropped_snapshots,
         )?,
         Change::Condemn { hashes } => {
-            let mut stmt = tx
-                .prepare_cached("INSERT OR REPLACE INTO condemned (hash, since) VALUES (?1, ?2)")?;
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO condemned (hash, since, chk)
+                 VALUES (?1, ?2, ts_row_check('c', ?1, ?2))",
+            )?;
             for h in hashes {
                 stmt.execute(params![h.as_slice(), time])?;
             }
@@ -469,7 +598,8 @@ pub fn apply_change(
         Change::Writer { .. } => {}
         Change::Packed { pack, members } => {
             let mut stmt = tx.prepare_cached(
-                "INSERT OR IGNORE INTO packed (hash, pack, offset, size) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT OR IGNORE INTO packed (hash, pack, offset, size, chk)
+                 VALUES (?1, ?2, ?3, ?4, ts_row_check('p', ?1, ?2, ?3, ?4))",
             )?;
             for m in members {
                 stmt.execute(params![
