@@ -27,6 +27,11 @@
 //!
 //! Paths come from the catalog, which comes from the repository: each one is checked to
 //! stay inside the target (no `..`, no absolute paths, no symbolic links on the way).
+//! Restore never follows or replaces a link it did not create: `<file>.partial` is created
+//! `O_EXCL | O_NOFOLLOW` (`store::create_partial`), and a rename or copy onto anything but
+//! a regular file is refused (`store::check_replaceable`). A target that is, is inside or
+//! holds a running Cassandra's data directory is refused without `--force`, and so is a
+//! time more than a few seconds ahead of this host's clock.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
@@ -47,7 +52,7 @@ pub use crate::progress::Progress;
 pub use crate::quarantine::Entry;
 use crate::quarantine::{Quarantine, Scope, find_extras, location};
 use crate::store::pack::PackExtract;
-use crate::store::{BlobId, Repository, hash_file};
+use crate::store::{BlobId, Repository, check_replaceable, create_partial, hash_file};
 use crate::timespec::{self, Micros};
 
 /// How restored files are laid out under the target.
@@ -162,6 +167,14 @@ pub enum RestoreError {
         nearest: String,
     },
     #[error(
+        "{input:?} is {ahead} in the future (now is {now}): a restore gives what the node had at a moment already past; give a past time, or `now`"
+    )]
+    FutureTime {
+        input: String,
+        ahead: String,
+        now: String,
+    },
+    #[error(
         "refusing to restore {path}: {reason} (the catalog or repository entry may be crafted or damaged)"
     )]
     UnsafePath { path: String, reason: String },
@@ -174,7 +187,7 @@ pub enum RestoreError {
     )]
     TargetNotEmpty { dir: PathBuf },
     #[error(
-        "target {dir} is the data directory of a running Cassandra node (pid {pid}): stop Cassandra first, restore elsewhere, or pass --force"
+        "target {dir} is, is inside, or holds the data directory of a running Cassandra node (pid {pid}): stop Cassandra first, restore elsewhere, or pass --force"
     )]
     LiveCassandra { dir: PathBuf, pid: u32 },
     #[error(
@@ -237,7 +250,14 @@ pub enum RestoreError {
     Internal(String),
 }
 
-/// Resolves WHEN: a snapshot name or id of the node, else a time.
+/// How far past this host's clock `--at` may be and still mean "now": clock skew between
+/// the host that typed the time and this one. Anything later is refused: the catalog
+/// cannot say what the node will hold then, and restoring "now" instead would be
+/// restoring something other than what was asked.
+const FUTURE_TOLERANCE: Micros = 5_000_000;
+
+/// Resolves WHEN: a snapshot name or id of the node, else a time (never one more than
+/// [`FUTURE_TOLERANCE`] ahead of this host's clock).
 pub fn resolve_point(catalog: &Catalog, node: &str, when: &str) -> Result<Point, RestoreError> {
     let snapshots = catalog.snapshots(&SnapshotFilter {
         node: Some(node.to_string()),
@@ -252,7 +272,13 @@ pub fn resolve_point(catalog: &Catalog, node: &str, when: &str) -> Result<Point,
             snapshot: Some(s.name.clone()),
         });
     }
-    match timespec::parse_at(when, timespec::now()) {
+    let now = timespec::now();
+    match timespec::parse_at(when, now) {
+        Ok(time) if time > now + FUTURE_TOLERANCE => Err(RestoreError::FutureTime {
+            input: when.to_string(),
+            ahead: format!("{}s", (time - now) / 1_000_000),
+            now: timespec::format(now),
+        }),
         Ok(time) => Ok(Point {
             time,
             snapshot: snapshots
@@ -572,6 +598,16 @@ pub fn check_target(opts: &RestoreOptions) -> Result<(), RestoreError> {
         path: to.clone(),
         source,
     };
+    // Before anything else: a target that does not exist yet may still be inside a live
+    // node's data directory.
+    if !opts.force
+        && let Some(pid) = running_cassandra_using(to)
+    {
+        return Err(RestoreError::LiveCassandra {
+            dir: to.clone(),
+            pid,
+        });
+    }
     match fs::symlink_metadata(to) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(io(e)),
@@ -592,14 +628,6 @@ pub fn check_target(opts: &RestoreOptions) -> Result<(), RestoreError> {
         }
         Ok(_) => {}
     }
-    if !opts.force
-        && let Some(pid) = running_cassandra_using(to)
-    {
-        return Err(RestoreError::LiveCassandra {
-            dir: to.clone(),
-            pid,
-        });
-    }
     let empty = fs::read_dir(to).map_err(io)?.next().is_none();
     if !empty && opts.existing == ExistingFiles::Refuse {
         return Err(RestoreError::TargetNotEmpty { dir: to.clone() });
@@ -611,14 +639,15 @@ pub fn check_target(opts: &RestoreOptions) -> Result<(), RestoreError> {
 /// directory Cassandra has started on.
 const SYSTEM_LOCAL_DIR: &str = "system/local-7ad54392bcdd35a684174e047860b377";
 
-/// The pid of a running Cassandra whose data directory `dir` is: `dir` holds
-/// `system/local-<id>` and a process runs Cassandra's main class with `dir` on its command
-/// line or open as a file descriptor target.
+/// The pid of a running Cassandra that uses a data directory `dir` is, is inside, or
+/// contains (a restore into `data/shop` or into the parent of `data` writes into a live
+/// node as surely as one into `data`). A running Cassandra is a process whose command
+/// line names Cassandra's main class; its data directories (a directory holding
+/// `system/local-<id>`) are found from the files it has open, the absolute paths on its
+/// command line (`-Dcassandra.storagedir=…`, and their `data/` and `data/data/`), and
+/// its working directory (a tarball install runs in its home: `data/data` below it).
 fn running_cassandra_using(dir: &Path) -> Option<u32> {
-    if !dir.join(SYSTEM_LOCAL_DIR).is_dir() {
-        return None;
-    }
-    let canonical = fs::canonicalize(dir).ok()?;
+    let target = canonical_or_planned(dir)?;
     for entry in fs::read_dir("/proc").ok()?.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -634,25 +663,73 @@ fn running_cassandra_using(dir: &Path) -> Option<u32> {
         if !cmdline.contains("org.apache.cassandra.service.CassandraDaemon") {
             continue;
         }
-        let uses_dir = cmdline.contains(&*canonical.to_string_lossy())
-            || fs::read_dir(entry.path().join("fd"))
-                .ok()
-                .is_some_and(|fds| {
-                    fds.flatten().any(|fd| {
-                        fs::read_link(fd.path()).is_ok_and(|target| target.starts_with(&canonical))
-                    })
-                })
-            // Working in the target, or in a directory above it (a tarball install's
-            // home); `/` (systemd, containers) is above every directory and says nothing.
-            || fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| {
-                cwd.starts_with(&canonical)
-                    || (cwd.parent().is_some() && canonical.starts_with(&cwd))
-            });
-        if uses_dir {
+        let overlaps = |data: &Path| target.starts_with(data) || data.starts_with(&target);
+        if cassandra_data_dirs(&entry.path(), &cmdline)
+            .iter()
+            .any(|d| overlaps(d))
+        {
             return Some(pid);
         }
     }
     None
+}
+
+/// The canonical form of `dir`, or, when it does not exist yet, of its nearest existing
+/// ancestor with the rest of the path appended (the directories a restore would create).
+fn canonical_or_planned(dir: &Path) -> Option<PathBuf> {
+    let absolute = std::path::absolute(dir).ok()?;
+    let mut rest = Vec::new();
+    let mut at = absolute.as_path();
+    loop {
+        if let Ok(found) = fs::canonicalize(at) {
+            return Some(rest.iter().rev().fold(found, |p, name| p.join(name)));
+        }
+        rest.push(at.file_name()?.to_os_string());
+        at = at.parent()?;
+    }
+}
+
+/// The data directories of the Cassandra process whose `/proc` entry is `proc`.
+fn cassandra_data_dirs(proc: &Path, cmdline: &str) -> BTreeSet<PathBuf> {
+    let mut found = BTreeSet::new();
+    let mut looked = HashSet::new();
+    let mut consider = |candidate: &Path, found: &mut BTreeSet<PathBuf>| {
+        if looked.insert(candidate.to_path_buf())
+            && candidate.join(SYSTEM_LOCAL_DIR).is_dir()
+            && let Ok(c) = fs::canonicalize(candidate)
+        {
+            found.insert(c);
+        }
+    };
+    // Files it has open: the data directory is the ancestor holding system/local.
+    if let Ok(fds) = fs::read_dir(proc.join("fd")) {
+        for fd in fds.flatten() {
+            if let Ok(target) = fs::read_link(fd.path())
+                && target.is_absolute()
+            {
+                for ancestor in target.ancestors().skip(1) {
+                    consider(ancestor, &mut found);
+                }
+            }
+        }
+    }
+    // Paths on its command line, and where it runs ("/" says nothing).
+    let mut roots: Vec<PathBuf> = cmdline
+        .split(['\0', ' ', '=', ':'])
+        .filter(|t| t.starts_with('/') && t.len() > 1)
+        .map(PathBuf::from)
+        .collect();
+    if let Ok(cwd) = fs::read_link(proc.join("cwd"))
+        && cwd.parent().is_some()
+    {
+        roots.push(cwd);
+    }
+    for root in roots {
+        for candidate in [root.clone(), root.join("data"), root.join("data/data")] {
+            consider(&candidate, &mut found);
+        }
+    }
+    found
 }
 
 /// What a restore did.
@@ -820,8 +897,10 @@ fn system_time(mtime: Micros) -> SystemTime {
 }
 
 fn set_mtime(path: &Path, mtime: Micros) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     fs::File::options()
         .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)?
         .set_modified(system_time(mtime))
 }
@@ -1271,13 +1350,12 @@ pub async fn content_to_file(
 /// with its mtime, fsynced, then renamed; on failure (a full disk) the `.partial` file is
 /// removed, so a final path never holds a short copy.
 fn copy_into_place(source: &Path, dest: &Path, mtime: Micros) -> std::io::Result<()> {
-    let mut partial = dest.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = PathBuf::from(partial);
+    let (partial, mut file) = create_partial(dest).map_err(std::io::Error::other)?;
     let result = (|| {
-        fs::copy(source, &partial)?;
-        set_mtime(&partial, mtime)?;
-        fs::File::open(&partial)?.sync_all()?;
+        std::io::copy(&mut fs::File::open(source)?, &mut file)?;
+        file.set_modified(system_time(mtime))?;
+        file.sync_all()?;
+        check_replaceable(dest).map_err(std::io::Error::other)?;
         fs::rename(&partial, dest)
     })();
     if result.is_err() {
@@ -1309,27 +1387,47 @@ pub fn next_steps(plan: &Plan, to: &Path, layout: Layout) -> Vec<String> {
     for t in &plan.tables {
         let dir = to.join(&t.dir);
         let line = match layout {
-            Layout::Sstableloader => format!("sstableloader -d <cassandra host> {}", dir.display()),
+            Layout::Sstableloader => format!("sstableloader -d <cassandra host> {}", quoted(&dir)),
             // `nodetool import` exists from 4.0; older releases load with refresh after
             // the files are copied into the live table directory.
             Layout::Data if !t.versions.is_empty() && t.versions.iter().all(|v| importable(v)) => {
                 format!(
                     "nodetool import {} {} {}",
-                    t.keyspace,
-                    t.table,
-                    dir.display()
+                    shell_word(&t.keyspace),
+                    shell_word(&t.table),
+                    quoted(&dir)
                 )
             }
             Layout::Data => format!(
                 "copy {}/* into the live table directory, then: nodetool refresh {} {}",
-                dir.display(),
-                t.keyspace,
-                t.table
+                quoted(&dir),
+                shell_word(&t.keyspace),
+                shell_word(&t.table)
             ),
         };
         lines.push(line);
     }
     lines
+}
+
+/// A path as one POSIX shell word (see [`shell_word`]).
+fn quoted(path: &Path) -> String {
+    shell_word(&path.to_string_lossy())
+}
+
+/// `text` as one POSIX shell word: as is when made only of characters no shell gives a
+/// meaning to, else in single quotes (each `'` written `'\''`), so that a name or path
+/// holding `;`, `$(…)`, a space or a newline is pasted as data, never as a command.
+fn shell_word(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-./:,+=@%".contains(&b));
+    if plain {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
 }
 
 /// SSTable versions written by Cassandra 4.0 and later: BIG `na` and up, and BTI (`da`…,

@@ -157,6 +157,10 @@ impl Absence {
             return decided.clone();
         }
         let decided = match std::fs::symlink_metadata(table) {
+            // A link whose target cannot be reached (its disk unmounted) is absence.
+            Ok(m) if m.file_type().is_symlink() => std::fs::metadata(table)
+                .err()
+                .map(|e| unreadable(table, &e)),
             Ok(_) => None,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 match self.vanished_keyspace(keyspace, data_dir) {
@@ -193,6 +197,10 @@ impl Absence {
             return Err(decided.clone());
         }
         let decided = match std::fs::symlink_metadata(keyspace) {
+            Ok(m) if m.file_type().is_symlink() => match std::fs::metadata(keyspace) {
+                Err(e) => Some(unreadable(keyspace, &e)),
+                Ok(_) => return Ok(()),
+            },
             Ok(_) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 match std::fs::symlink_metadata(data_dir) {

@@ -175,6 +175,11 @@ enum Hashed {
     Vanished {
         file: FoundFile,
     },
+    /// Could not be read (no permission): not corrupt, not deleted; the pass fails.
+    Unreadable {
+        file: FoundFile,
+        detail: String,
+    },
 }
 
 /// Runs one backup pass.
@@ -329,7 +334,8 @@ fn open_root(
         path: data_dir.to_path_buf(),
         source,
     };
-    let (root, missing) = match std::fs::canonicalize(data_dir) {
+    // Links Cassandra follows below the data directory are kept (`walk`'s rule).
+    let (root, missing) = match crate::cassandra::walk::logical_absolute(data_dir) {
         Ok(root) => (root, None),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             (std::path::absolute(data_dir).map_err(fail)?, Some(e))
@@ -504,6 +510,10 @@ async fn backup_data_dir(
             Hashed::Changed { file } => {
                 summary.changed_during_backup += 1;
                 keep_open(open, &file.key, &mut seen, &mut unbacked);
+            }
+            Hashed::Unreadable { file, detail } => {
+                keep_open(open, &file.key, &mut seen, &mut unbacked);
+                summary.absent.push(detail);
             }
             Hashed::Vanished { file } => {
                 summary.problems.push(format!(
@@ -920,6 +930,11 @@ fn hash_job(mut job: HashJob) -> Hashed {
             {
                 Hashed::Vanished { file: job.file }
             }
+            crate::cassandra::DigestError::Changed { .. } => Hashed::Changed { file: job.file },
+            e if e.is_permission() => Hashed::Unreadable {
+                detail: e.to_string(),
+                file: job.file,
+            },
             e => Hashed::Corrupt {
                 sstable: job.sstable,
                 detail: e.to_string(),
@@ -957,6 +972,17 @@ fn hash_job(mut job: HashJob) -> Hashed {
         Err(e) if source_vanished(&e) => {
             release(&job.file);
             return Hashed::Vanished { file: job.file };
+        }
+        Err(StoreError::ReadFile { path, source })
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            release(&job.file);
+            let path = original.clone().unwrap_or(path);
+            let detail = crate::cassandra::digest::io_message(&path, &source);
+            return Hashed::Unreadable {
+                file: job.file,
+                detail,
+            };
         }
         Err(_) => {
             release(&job.file);

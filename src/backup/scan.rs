@@ -96,7 +96,12 @@ pub fn mtime_micros(meta: &fs::Metadata) -> Micros {
 pub fn scan_data_dir(root: &Path, filter: &TableFilter) -> Result<DataDirScan, WalkError> {
     let mut out = DataDirScan::default();
     walk(root, |visit| match visit {
-        // Temporary and foreign files are normal in a data directory.
+        // Temporary and foreign files are normal in a data directory; a symbolic link
+        // that is not followed is not, and is said.
+        Visit::Skipped(s) if s.reason.starts_with("symbolic link") => {
+            out.problems
+                .push(format!("{}: {}", s.path.display(), s.reason));
+        }
         Visit::Skipped(_) => {}
         Visit::Unreadable(s) => {
             if !out.unreadable.iter().any(|(p, _)| p == &s.path) {

@@ -81,12 +81,65 @@ pub enum DigestError {
         algorithm: DigestAlgorithm,
         content: String,
     },
-    #[error("cannot read {path}: {source}")]
+    #[error("{}", io_message(path, source))]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    /// The file was rewritten or replaced while it was read: its checksum says nothing
+    /// about the SSTable (read again at the next pass).
+    #[error("{path} changed while it was read; it is read again at the next pass")]
+    Changed { path: PathBuf },
+}
+
+impl DigestError {
+    /// Whether the error says the file may not be read by this user (not corruption).
+    pub fn is_permission(&self) -> bool {
+        matches!(self, DigestError::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied)
+    }
+}
+
+/// "cannot read PATH: WHY", naming the user when the cause is a lack of permission.
+pub fn io_message(path: &Path, source: &std::io::Error) -> String {
+    if source.kind() == std::io::ErrorKind::PermissionDenied {
+        format!(
+            "cannot read {} as user {}: {source} (a permission problem, not a damaged file: give that user read access, or run tablesafe as the user Cassandra runs as)",
+            path.display(),
+            current_user()
+        )
+    } else {
+        format!("cannot read {}: {source}", path.display())
+    }
+}
+
+/// This process's effective user, by name when it has one: `name (uid N)`.
+pub fn current_user() -> String {
+    // SAFETY: geteuid cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let mut buf = vec![0u8; 4096];
+    let mut pwd = std::mem::MaybeUninit::<libc::passwd>::uninit();
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: getpwuid_r writes into `pwd` and `buf`, both alive and sized as given; the
+    // name pointer is read only when `result` says the entry was found.
+    let name = unsafe {
+        let rc = libc::getpwuid_r(
+            uid,
+            pwd.as_mut_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        );
+        (rc == 0 && !result.is_null()).then(|| {
+            std::ffi::CStr::from_ptr((*result).pw_name)
+                .to_string_lossy()
+                .into_owned()
+        })
+    };
+    match name {
+        Some(name) => format!("{name} (uid {uid})"),
+        None => format!("uid {uid}"),
+    }
 }
 
 /// Streams `data` and compares it with the value in `digest`.
@@ -119,7 +172,14 @@ pub fn verify_file(
             content: text.chars().take(80).collect(),
         });
     };
-    let actual = checksum_file(data, algorithm).map_err(io(data))?;
+    let mut file = File::open(data).map_err(io(data))?;
+    let before = file.metadata().map_err(io(data))?;
+    let actual = checksum_reader(&mut file, algorithm).map_err(io(data))?;
+    if !same_file_state(&before, data) {
+        return Err(DigestError::Changed {
+            path: data.to_path_buf(),
+        });
+    }
     if actual != expected {
         return Err(DigestError::Mismatch {
             data: data.to_path_buf(),
@@ -135,8 +195,35 @@ pub fn verify_file(
     })
 }
 
+/// Whether the file at `path` is still the one `before` describes, with the same size
+/// and modification time (a change of links alone, which moves only the ctime, is not
+/// a change of content).
+fn same_file_state(before: &std::fs::Metadata, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).is_ok_and(|now| {
+        (
+            now.dev(),
+            now.ino(),
+            now.size(),
+            now.mtime(),
+            now.mtime_nsec(),
+        ) == (
+            before.dev(),
+            before.ino(),
+            before.size(),
+            before.mtime(),
+            before.mtime_nsec(),
+        )
+    })
+}
+
 /// The checksum of a whole file, formatted as Cassandra writes it.
 pub fn checksum_file(path: &Path, algorithm: DigestAlgorithm) -> std::io::Result<String> {
+    checksum_reader(&mut File::open(path)?, algorithm)
+}
+
+/// The checksum of everything `file` holds from where it stands.
+fn checksum_reader(file: &mut File, algorithm: DigestAlgorithm) -> std::io::Result<String> {
     enum State {
         Crc(crc32fast::Hasher),
         Adler(adler2::Adler32),
@@ -147,7 +234,6 @@ pub fn checksum_file(path: &Path, algorithm: DigestAlgorithm) -> std::io::Result
         DigestAlgorithm::Adler32 => State::Adler(adler2::Adler32::new()),
         DigestAlgorithm::Sha1 => State::Sha(sha1::Sha1::new()),
     };
-    let mut file = File::open(path)?;
     let mut buf = vec![0u8; READ_BLOCK];
     loop {
         let n = match file.read(&mut buf) {
@@ -235,5 +321,65 @@ pub fn verify_sstable(dir: &Path, sstable: &SSTable) -> DigestStatus {
                 reason: e.to_string(),
             },
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn a_data_file_rewritten_while_it_is_read_is_changed_not_corrupt() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("nb-1-big-Data.db");
+        let digest = tmp.path().join("nb-1-big-Digest.sha1");
+        let file = File::create(&data).unwrap();
+        file.set_len(32 << 20).unwrap();
+        drop(file);
+        std::fs::write(&digest, "0".repeat(40)).unwrap();
+        // Something keeps writing the file (its mtime moves) while it is checked.
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (stop, data) = (stop.clone(), data.clone());
+            std::thread::spawn(move || {
+                let file = std::fs::OpenOptions::new().write(true).open(&data).unwrap();
+                let mut t = SystemTime::now();
+                while !stop.load(Ordering::Relaxed) {
+                    t += Duration::from_secs(1);
+                    file.set_modified(t).unwrap();
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        };
+        let result = verify_file(&data, &digest, DigestAlgorithm::Sha1);
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+        assert!(
+            matches!(result, Err(DigestError::Changed { .. })),
+            "{result:?}"
+        );
+        // Left alone, the same wrong digest is what it is: a mismatch.
+        assert!(matches!(
+            verify_file(&data, &digest, DigestAlgorithm::Sha1),
+            Err(DigestError::Mismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn a_permission_error_names_the_user_and_the_file() {
+        let e = DigestError::Io {
+            path: PathBuf::from("/d/nb-1-big-Data.db"),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        assert!(e.is_permission());
+        let text = e.to_string();
+        // SAFETY: geteuid cannot fail.
+        let uid = unsafe { libc::geteuid() };
+        assert!(text.contains("/d/nb-1-big-Data.db"), "{text}");
+        assert!(text.contains(&format!("uid {uid}")), "{text}");
+        assert!(text.contains("permission problem"), "{text}");
     }
 }

@@ -183,9 +183,21 @@ pub fn scan_dir(dir: &Path) -> std::io::Result<SSTableDir> {
             continue;
         }
         if ft.is_symlink() {
+            // A link to a directory is a directory to the walk (it follows it, as
+            // Cassandra does); a link to a file is never read.
+            if let Ok(target) = fs::metadata(&path)
+                && target.is_dir()
+            {
+                if let Some(name) = name.to_str()
+                    && parse_table_dir(name).1.is_some()
+                {
+                    out.table_subdirs.push(name.to_string());
+                }
+                continue;
+            }
             out.skipped.push(Skipped {
                 path,
-                reason: "symbolic link: Cassandra never creates these in table directories; not followed".into(),
+                reason: "symbolic link to a file: not read (Cassandra never creates these in table directories; copy the file in if it belongs there)".into(),
             });
             continue;
         }

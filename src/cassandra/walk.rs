@@ -6,7 +6,16 @@
 //! directory, a keyspace or table directory, or a loose tree of copied table directories
 //! all work. A directory holding `<table>-<id>` directories is a keyspace directory, and a
 //! directory nested anywhere inside a table directory is not a table: files in either are
-//! reported as skipped. Symbolic links are reported, never followed.
+//! reported as skipped.
+//!
+//! Symbolic links to directories are followed, as Cassandra follows them (operators link
+//! a keyspace or table directory, or `snapshots/`, to another disk): what is below is
+//! reported under the link's path, the path Cassandra sees, never the target's. A link
+//! back to a directory the walk is already inside is a loop: reported as skipped, not
+//! followed again. A link whose target cannot be reached (its disk unmounted) and whose
+//! name is a directory's (no `.` but a leading one, or a snapshot's tag) is
+//! [`Visit::Unreadable`]: what it led to may well still exist. Symbolic links to files
+//! are never read (Cassandra never makes them in a table directory): reported as skipped.
 //!
 //! A directory that cannot be listed (or a file in it that cannot be read) for any reason
 //! but "not found" is [`Visit::Unreadable`], never an empty directory: its files may well
@@ -17,7 +26,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::classify::{Location, TablePlace, place_of};
+use super::classify::{Location, TablePlace, parse_table_dir, place_of};
 use super::sstable_dir::{SSTableDir, Skipped, scan_dir};
 
 /// A directory holding Cassandra files.
@@ -59,7 +68,7 @@ pub fn walk(root: &Path, mut visit: impl FnMut(Visit)) -> Result<(), WalkError> 
         path: root.to_path_buf(),
         source,
     };
-    let absolute = std::fs::canonicalize(root).map_err(root_error)?;
+    let absolute = logical_absolute(root).map_err(root_error)?;
     if !absolute.is_dir() {
         return Err(root_error(std::io::Error::new(
             std::io::ErrorKind::NotADirectory,
@@ -67,11 +76,31 @@ pub fn walk(root: &Path, mut visit: impl FnMut(Visit)) -> Result<(), WalkError> 
         )));
     }
     let walker = walkdir::WalkDir::new(root)
-        .follow_links(false)
+        .follow_links(true)
         .sort_by_file_name();
     for entry in walker {
         let entry = match entry {
             Ok(e) => e,
+            Err(e) if e.loop_ancestor().is_some() => {
+                visit(Visit::Skipped(Skipped {
+                    path: e
+                        .path()
+                        .map_or_else(|| root.to_path_buf(), Path::to_path_buf),
+                    reason: format!(
+                        "symbolic link loop: it leads back to {}, which is walked already; not followed again",
+                        e.loop_ancestor()
+                            .map(Path::display)
+                            .map(|d| d.to_string())
+                            .unwrap_or_default()
+                    ),
+                }));
+                continue;
+            }
+            Err(e) if e.path().is_some_and(is_link) => {
+                let link = e.path().map(Path::to_path_buf).unwrap_or_default();
+                visit(dangling(link, &e));
+                continue;
+            }
             // Gone since its parent was listed (a snapshot being cleared): nothing to see.
             Err(e)
                 if e.io_error().map(std::io::Error::kind) == Some(std::io::ErrorKind::NotFound) =>
@@ -155,6 +184,95 @@ pub fn walk(root: &Path, mut visit: impl FnMut(Visit)) -> Result<(), WalkError> 
         }
     }
     Ok(())
+}
+
+/// `path` made absolute the way backups record it: symbolic links above the data
+/// directory resolved (a data directory reached through `/var/lib/cassandra` → `/data`
+/// is recorded once, whatever path it was given by), links Cassandra follows inside it
+/// kept as the path Cassandra sees: a link named `<table>-<id>`, a link to a keyspace
+/// directory (one holding `<table>-<id>` directories), and `snapshots`, `backups` or a
+/// snapshot's tag below a table directory. Fails as `canonicalize` does when `path`
+/// cannot be reached.
+pub fn logical_absolute(path: &Path) -> std::io::Result<PathBuf> {
+    use std::path::Component;
+    std::fs::metadata(path)?;
+    let absolute = std::path::absolute(path)?;
+    if absolute
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return std::fs::canonicalize(path);
+    }
+    // Once inside a table directory or a kept link, every further link is kept.
+    let mut keep_all = false;
+    let mut resolved = PathBuf::from("/");
+    for c in absolute.components() {
+        let Component::Normal(name) = c else {
+            continue;
+        };
+        let next = resolved.join(name);
+        let is_table = parse_table_dir(&name.to_string_lossy()).1.is_some();
+        if is_link(&next) {
+            let kept = keep_all
+                || is_table
+                || std::fs::read_dir(&next).is_ok_and(|entries| {
+                    entries.flatten().any(|e| {
+                        e.file_name()
+                            .to_str()
+                            .is_some_and(|n| parse_table_dir(n).1.is_some())
+                    })
+                });
+            if kept {
+                keep_all = true;
+                resolved = next;
+            } else {
+                resolved = std::fs::canonicalize(&next)?;
+            }
+        } else {
+            resolved = next;
+        }
+        keep_all = keep_all || is_table;
+    }
+    Ok(resolved)
+}
+
+fn is_link(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+/// A symbolic link whose target cannot be reached: unreadable when it looks like a
+/// directory's link (what it led to may still exist, on a disk unmounted), else skipped.
+fn dangling(link: PathBuf, e: &walkdir::Error) -> Visit {
+    let target = std::fs::read_link(&link)
+        .map(|t| t.display().to_string())
+        .unwrap_or_else(|_| "?".into());
+    let name = link
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let in_snapshots = link
+        .parent()
+        .and_then(Path::file_name)
+        .is_some_and(|p| p == "snapshots");
+    let dir_like = !name.trim_start_matches('.').contains('.') || in_snapshots;
+    let cause = e
+        .io_error()
+        .map_or_else(|| e.to_string(), ToString::to_string);
+    let skipped = Skipped {
+        reason: if dir_like {
+            format!(
+                "symbolic link to {target}, which cannot be reached ({cause}); is its disk mounted?"
+            )
+        } else {
+            format!("symbolic link to {target}, which cannot be reached ({cause}); not read")
+        },
+        path: link,
+    };
+    if dir_like {
+        Visit::Unreadable(skipped)
+    } else {
+        Visit::Skipped(skipped)
+    }
 }
 
 /// The table place of a directory given by its absolute path, and how many levels the

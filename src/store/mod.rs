@@ -46,6 +46,7 @@ pub use hash::{BlobId, hash_file};
 pub use options::{
     CompressionOptions, Content, PutStrategy, RetryOptions, S3Options, Secret, Sse, StoreOptions,
 };
+pub(crate) use read::{check_replaceable, create_partial};
 pub use repo::{
     BlobObject, CONFIG_KEY, CompressionConfig, PutOutcome, REPO_FORMAT_VERSION, RepoConfig,
     Repository, blob_key,

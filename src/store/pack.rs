@@ -37,7 +37,7 @@ use bytes::Bytes;
 use super::blob::encode_to_vec;
 use super::error::StoreError;
 use super::hash::BlobId;
-use super::read::{partial_path, place_verified, read_blob_into, write_err};
+use super::read::{create_partial, partial_path, place_verified, read_blob_into};
 use super::repo::{Repository, blob_key, join_err};
 
 /// Files smaller than this are packed.
@@ -331,8 +331,7 @@ impl PackSplitter {
 
     /// Opens `<dest>.partial` for file `i`; a failure is that file's outcome.
     fn start(&mut self, i: usize) {
-        let opened = partial_path(&self.files[i].dest)
-            .and_then(|partial| File::create(&partial).map_err(write_err(&partial)));
+        let opened = create_partial(&self.files[i].dest).map(|(_, file)| file);
         match opened {
             Ok(file) => self.current = Some((i, file, blake3::Hasher::new())),
             Err(e) => self.set(i, Err(e)),

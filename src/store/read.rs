@@ -360,6 +360,64 @@ pub(crate) fn partial_path(dest: &Path) -> Result<PathBuf, StoreError> {
     Ok(dest.with_file_name(partial))
 }
 
+/// Creates `<dest>.partial` for writing, never through a link: a `.partial` left by an
+/// interrupted run is removed only when it is a regular file; anything else there (a
+/// symbolic link planted by whoever can write the directory, a directory, a fifo) is
+/// refused, and the file is opened with `O_CREAT | O_EXCL | O_NOFOLLOW`, so a link
+/// planted between the check and the open fails the open instead of being followed.
+pub(crate) fn create_partial(dest: &Path) -> Result<(PathBuf, File), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let partial = partial_path(dest)?;
+    match std::fs::symlink_metadata(&partial) {
+        Ok(m) if m.file_type().is_file() => {
+            std::fs::remove_file(&partial).map_err(write_err(&partial))?;
+        }
+        Ok(m) => return Err(not_ours(&partial, m.file_type())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(write_err(&partial)(e)),
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&partial)
+        .map_err(write_err(&partial))?;
+    Ok((partial, file))
+}
+
+/// Checks what a rename onto `dest` would replace: nothing, or a regular file. A
+/// symbolic link, a directory or anything else there was not made by this restore and
+/// is refused (a rename replaces a link rather than writing through it, but the link
+/// was someone else's to make, and a directory is never replaced).
+pub(crate) fn check_replaceable(dest: &Path) -> Result<(), StoreError> {
+    match std::fs::symlink_metadata(dest) {
+        Ok(m) if m.file_type().is_file() => Ok(()),
+        Ok(m) => Err(not_ours(dest, m.file_type())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(write_err(dest)(e)),
+    }
+}
+
+/// The error for an entry restore did not create and will not write through or replace.
+fn not_ours(path: &Path, kind: std::fs::FileType) -> StoreError {
+    use std::os::unix::fs::FileTypeExt;
+    let what = if kind.is_symlink() {
+        "a symbolic link"
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() || kind.is_socket() {
+        "a fifo or socket"
+    } else {
+        "not a regular file"
+    };
+    write_err(path)(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!(
+            "it is {what} that restore did not create, and restore never writes through or replaces one: remove it (after checking who made it), then run again with --resume"
+        ),
+    ))
+}
+
 /// Maps an I/O error writing `path` to [`StoreError::WriteFile`].
 pub(crate) fn write_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError {
     let path = path.to_path_buf();
@@ -391,6 +449,7 @@ pub(crate) fn place_verified(
                 dest: Some(dest.to_path_buf()),
             });
         }
+        check_replaceable(dest)?;
         std::fs::rename(partial, dest).map_err(write_err(dest))
     })();
     if result.is_err() {
@@ -406,8 +465,7 @@ pub(crate) async fn get_to_file(
     sync_dir: bool,
     mtime: Option<SystemTime>,
 ) -> Result<u64, StoreError> {
-    let partial = partial_path(dest)?;
-    let file = File::create(&partial).map_err(write_err(&partial))?;
+    let (partial, file) = create_partial(dest)?;
     let result = read_blob_into(repo, id, EarlyWriteback::new(file), Some(&partial)).await;
     let (file, actual, size) = match result {
         Ok((file, actual, size)) => (file.into_inner(), actual, size),

@@ -89,10 +89,17 @@ impl RepoUrl {
             "memory" => Scheme::Memory,
             other => return Err(bad(&format!("unknown scheme {other:?}"))),
         };
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.contains('@') {
+        // No bucket, container or store name holds '@' or ':', and a secret may hold '/'
+        // (AWS secret keys often do), so an '@' anywhere is taken as user info.
+        if rest.contains('@') {
             return Err(bad(
-                "credentials in the URL are not supported: use the environment (AWS_ACCESS_KEY_ID, ...) or options",
+                "credentials in the URL are not supported (an '@' in a repository URL is taken as user info): use the environment (AWS_ACCESS_KEY_ID, ...) or options",
+            ));
+        }
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.contains(':') {
+            return Err(bad(
+                "credentials or a port in the bucket name are not supported: use the environment (AWS_ACCESS_KEY_ID, ...) or options, and --s3-endpoint for a server",
             ));
         }
         if bucket.is_empty() && scheme != Scheme::Memory {
@@ -182,12 +189,23 @@ impl fmt::Debug for RepoUrl {
     }
 }
 
-/// A URL as typed, with anything between `://` and `@` hidden, for error messages.
+/// A URL as typed, for error messages: with anything between `://` and the last `@`
+/// hidden (a secret may itself hold `/`, `@`, `?` or `#`), and with what follows `://`
+/// hidden altogether when it holds a `:` before its first `/` (`s3://key:secret` with
+/// the `@` forgotten).
 fn redact(text: &str) -> String {
-    match (text.find("://"), text.find('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***{}", &text[..s], &text[at..]),
-        _ => text.to_string(),
+    let Some(s) = text.find("://") else {
+        return text.to_string();
+    };
+    let rest = &text[s + 3..];
+    if let Some(at) = rest.rfind('@') {
+        return format!("{}://***{}", &text[..s], &rest[at..]);
     }
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.contains(':') {
+        return format!("{}://***", &text[..s]);
+    }
+    text.to_string()
 }
 
 /// The endpoint a cloud repository is reached at, for messages (user info removed):
@@ -460,11 +478,26 @@ mod tests {
         ] {
             assert!(RepoUrl::parse(bad).is_err(), "{bad}");
         }
+        for (url, secret) in [
+            ("s3://AKIA:topsecret@bkt/p", "topsecret"),
+            ("s3://AKIA:top/secret@bkt/p", "secret"),
+            ("gs://user:pa/ss@bkt", "ss@"),
+            ("az://acct:k/e/y@container/p", "e/y"),
+            ("memory://u:p/w@name", "p/w"),
+            ("s3://AKIA:s3cr@t/x@bkt/p", "s3cr"),
+            ("s3://AKIA:sec?ret@bkt", "sec?ret"),
+            ("file://u:se/cret@host/x", "se/cret"),
+        ] {
+            let err = RepoUrl::parse(url).unwrap_err().to_string();
+            assert!(!err.contains(secret), "{err}");
+            assert!(err.contains("***"), "{err}");
+        }
         let err = RepoUrl::parse("s3://AKIA:topsecret@bkt/p")
             .unwrap_err()
             .to_string();
-        assert!(!err.contains("topsecret"), "{err}");
         assert!(err.contains("credentials in the URL"), "{err}");
+        let err = RepoUrl::parse("s3://AKIA:top/secret/bkt").unwrap_err();
+        assert!(!err.to_string().contains("top"), "{err}");
     }
 
     #[test]
