@@ -174,3 +174,105 @@ fn gc_refuses_a_keep_snapshot_name_that_matches_no_snapshot_and_names_the_close_
         "the kept snapshot restores"
     );
 }
+
+/// libfaketime's preload library, if installed (Debian: `apt-get install faketime`;
+/// `.ci/run` installs it).
+fn libfaketime() -> Option<PathBuf> {
+    let listed = Command::new("dpkg")
+        .args(["-L", "libfaketime"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    listed
+        .lines()
+        .map(PathBuf::from)
+        .chain([PathBuf::from(
+            "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        )])
+        .find(|p| p.file_name().is_some_and(|n| n == "libfaketime.so.1") && p.exists())
+}
+
+#[test]
+fn a_clock_stepped_back_an_hour_never_changes_what_earlier_points_restore() {
+    let Some(faketime) = libfaketime() else {
+        eprintln!(
+            "SKIPPED: libfaketime is not installed (apt-get install -y faketime); .ci/run installs it"
+        );
+        return;
+    };
+    let repo = Repo::new();
+    let data = repo.path("data");
+    write_sstable(&data, 1, &content(1, 20_000));
+    write_sstable(&data, 2, &content(2, 20_000));
+    let p1 = repo.backup(&data, &[])["point"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A flush and a compaction.
+    write_sstable(&data, 3, &content(3, 20_000));
+    remove_sstable(&data, 1);
+    remove_sstable(&data, 2);
+    write_sstable(&data, 4, &content(4, 40_000));
+    let p2 = repo.backup(&data, &[])["point"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let at_p1 = repo.restore(&p1, "p1-before");
+    let at_p2 = repo.restore(&p2, "p2-before");
+    assert_eq!(at_p1.len(), 4);
+    assert_eq!(at_p2.len(), 4);
+    assert_ne!(at_p1, at_p2);
+
+    // The host's clock steps back an hour; another flush and compaction.
+    write_sstable(&data, 5, &content(5, 20_000));
+    remove_sstable(&data, 3);
+    remove_sstable(&data, 4);
+    write_sstable(&data, 6, &content(6, 60_000));
+    let out = ok(repo
+        .backup_cmd(&data, &[])
+        .env("LD_PRELOAD", &faketime)
+        .env("FAKETIME", "-1h")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .output()
+        .unwrap());
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let p3 = summary["point"].as_str().unwrap().to_string();
+
+    // Every earlier point restores exactly what it did; the new one the new state.
+    assert_eq!(repo.restore(&p1, "p1-after"), at_p1);
+    assert_eq!(repo.restore(&p2, "p2-after"), at_p2);
+    let at_p3 = repo.restore(&p3, "p3");
+    assert_eq!(at_p3, walk(&data), "the point taken after the step");
+    assert_eq!(repo.restore("now", "now"), at_p3);
+
+    let warning = summary["clock_warning"].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("behind the last time recorded"),
+        "the summary warns about the step: {}",
+        text(&out)
+    );
+    let problems = summary["problems"].to_string();
+    assert!(
+        problems.contains("behind the last time recorded"),
+        "{summary}"
+    );
+
+    // The human summary says it too.
+    write_sstable(&data, 7, &content(7, 1_000));
+    let human = ok(repo
+        .as_node("n1")
+        .args(["backup", "--data-dir"])
+        .arg(&data)
+        .env("LD_PRELOAD", &faketime)
+        .env("FAKETIME", "-1h")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .output()
+        .unwrap());
+    let stdout = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        stdout.contains("warning: the system clock is") && stdout.contains("behind"),
+        "{}",
+        text(&human)
+    );
+}
