@@ -276,3 +276,51 @@ fn a_clock_stepped_back_an_hour_never_changes_what_earlier_points_restore() {
         text(&human)
     );
 }
+
+#[test]
+fn prune_incremental_never_deletes_the_last_copy_of_a_blob_gone_from_the_repository() {
+    let repo = Repo::new();
+    let data = repo.path("data");
+    let bytes = content(9, 30_000);
+    write_sstable(&data, 9, &bytes);
+    // Cassandra's incremental backup: hard links in backups/.
+    let table = data.join(TABLE);
+    fs::create_dir_all(table.join("backups")).unwrap();
+    for c in ["Data.db", "TOC.txt"] {
+        fs::hard_link(
+            table.join(format!("nb-9-big-{c}")),
+            table.join(format!("backups/nb-9-big-{c}")),
+        )
+        .unwrap();
+    }
+    let p1 = repo.backup(&data, &[])["point"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Compaction removes the live SSTable: the backups/ links are the node's last copy.
+    remove_sstable(&data, 9);
+    // And the blob of its Data.db goes from the repository (an operator, a bucket rule).
+    let hex = blake3::hash(&bytes).to_hex().to_string();
+    let blob = repo.path(&format!("repo/blobs/{}/{}", &hex[..2], hex));
+    fs::remove_file(&blob).unwrap();
+
+    let summary = repo.backup(&data, &["--prune-incremental"]);
+    let link = table.join("backups/nb-9-big-Data.db");
+    let kept = link.exists();
+    let back = blob.exists();
+    assert!(
+        kept || back,
+        "the last copy was deleted and the repository lacks it: {summary}"
+    );
+    assert!(
+        summary["problems"].to_string().contains(&hex),
+        "the summary reports the missing blob: {summary}"
+    );
+    // The point restores, byte for byte.
+    let restored = repo.restore(&p1, "p1");
+    assert_eq!(
+        restored.get(&format!("{TABLE}/nb-9-big-Data.db")),
+        Some(&hex),
+        "{restored:?}"
+    );
+}
