@@ -324,3 +324,78 @@ fn prune_incremental_never_deletes_the_last_copy_of_a_blob_gone_from_the_reposit
         "{restored:?}"
     );
 }
+
+/// Node n1 backed up `bytes` as SSTable 1, then lost it (compaction): after a gc that
+/// keeps only the last point, its blob is unreferenced. Returns the blob's path.
+fn blob_left_unreferenced(repo: &Repo, data: &Path, bytes: &[u8]) -> PathBuf {
+    write_sstable(data, 1, bytes);
+    write_sstable(data, 2, &content(2, 5_000));
+    repo.backup(data, &[]);
+    remove_sstable(data, 1);
+    repo.backup(data, &[]);
+    let hex = blake3::hash(bytes).to_hex().to_string();
+    repo.path(&format!("repo/blobs/{}/{}", &hex[..2], hex))
+}
+
+fn gc(repo: &Repo) -> serde_json::Value {
+    let out = ok(repo
+        .as_node("n1")
+        .args(["gc", "--keep-last", "1", "--grace", "1s", "--json"])
+        .output()
+        .unwrap());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Plants the lease of a pass of `node` that started `age` ago, its heartbeat `age` old.
+fn plant_lease(repo: &Repo, node: &str, age: std::time::Duration) -> PathBuf {
+    let dir = repo.path(&format!("repo/leases/{node}"));
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("0123456789abcdef0123456789abcdef");
+    let when = std::time::SystemTime::now() - age;
+    let micros = when
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    let body = serde_json::json!({
+        "node": node, "pass": "0123456789abcdef0123456789abcdef", "host": "elsewhere",
+        "pid": 1, "started": micros, "started_host": micros,
+    });
+    fs::write(&path, body.to_string()).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
+    path
+}
+
+#[test]
+fn gc_deletes_nothing_condemned_after_a_live_lease_started_and_ignores_a_stale_one() {
+    let repo = Repo::new();
+    let data = repo.path("data");
+    let blob = blob_left_unreferenced(&repo, &data, &content(1, 50_000));
+    // Another node's pass is running: it started before the blob is condemned.
+    let lease = plant_lease(&repo, "n2", std::time::Duration::from_secs(1));
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let first = gc(&repo);
+    assert_eq!(first["blobs_condemned"], 1, "{first}");
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let second = gc(&repo);
+    assert!(blob.exists(), "the live lease kept the blob: {second}");
+    assert_eq!(second["blobs_deleted"], 0, "{second}");
+    assert_eq!(second["passes_running"], 1, "{second}");
+
+    // The pass died long ago: its heartbeat is 11 minutes old.
+    fs::File::options()
+        .write(true)
+        .open(&lease)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(660))
+        .unwrap();
+    let third = gc(&repo);
+    assert_eq!(third["stale_leases"], 1, "{third}");
+    assert_eq!(third["passes_running"], 0, "{third}");
+    assert_eq!(third["blobs_deleted"], 1, "{third}");
+    assert!(!blob.exists(), "a stale lease protects nothing: {third}");
+}

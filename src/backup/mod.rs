@@ -22,6 +22,7 @@
 
 pub mod absence;
 pub mod filter;
+pub mod lease;
 pub mod pin;
 pub mod scan;
 
@@ -180,8 +181,33 @@ enum Hashed {
     },
 }
 
-/// Runs one backup pass.
+/// Runs one backup pass, under a lease ([`lease`]) that keeps gc from deleting any blob
+/// condemned after the pass started, for as long as the pass runs.
 pub async fn run(
+    repo: &Repository,
+    catalog: &mut Catalog,
+    opts: &BackupOptions,
+    progress: Arc<Progress>,
+) -> Result<BackupSummary, BackupError> {
+    // Batches a crash left pending first: this also checks the repository is the one
+    // opened before the lease (or anything) is written into it.
+    mirror::upload_pending(repo, catalog, &opts.node).await?;
+    let lease = lease::Lease::take(repo, &opts.node).await?;
+    let result = {
+        let pass = run_leased(repo, catalog, opts, progress);
+        let heartbeat = lease.heartbeat(repo);
+        tokio::pin!(pass, heartbeat);
+        tokio::select! {
+            r = &mut pass => r,
+            () = &mut heartbeat => pass.await,
+        }
+    };
+    lease.release(repo).await;
+    result
+}
+
+/// The pass itself; the lease is taken (before gc's log is read).
+async fn run_leased(
     repo: &Repository,
     catalog: &mut Catalog,
     opts: &BackupOptions,
@@ -211,7 +237,6 @@ pub async fn run(
         PointMode::Automatic => Some(automatic_name(&taken, clock.now())),
         PointMode::None => None,
     };
-    mirror::upload_pending(repo, catalog, node).await?;
     // Which blobs gc condemned or deleted: those are never assumed to exist.
     mirror::sync_gc_log(repo, catalog).await?;
     let mut summary = BackupSummary::default();

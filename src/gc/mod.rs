@@ -152,6 +152,11 @@ pub struct GcSummary {
     pub next_deletion: Option<Micros>,
     /// Blobs a retained version refers to that the repository does not hold.
     pub blobs_missing: u64,
+    /// Backup passes running (live leases, `backup::lease`), stale leases ignored, and
+    /// the condemnation time from which blobs wait for those passes to end.
+    pub passes_running: u64,
+    pub stale_leases: u64,
+    pub held_for_passes_from: Option<Micros>,
     pub seconds: f64,
 }
 
@@ -255,6 +260,14 @@ pub async fn run(
     // 6: delete what an earlier run condemned more than the grace period ago. A blob
     // condemned by this very run always waits for a later one.
     let condemned_by = run_start.saturating_sub(opts.grace).min(run_start - 1);
+    // Whatever the grace: nothing condemned after a running backup pass started (it may
+    // have deduplicated onto it, its record not in the repository yet).
+    let leases = crate::backup::lease::read(repo, opts.dry_run).await?;
+    (summary.passes_running, summary.stale_leases) = (leases.live, leases.stale);
+    summary.held_for_passes_from = leases.protect_from;
+    let condemned_by = leases
+        .protect_from
+        .map_or(condemned_by, |from| condemned_by.min(from - 1));
     let (gone, _) = record_set(repo, view, GcSet::AlreadyGone, opts.dry_run, |hashes| {
         Change::Delete { hashes }
     })
