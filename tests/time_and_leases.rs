@@ -3,6 +3,7 @@
 //! never deletes the last copy of a file whose blob left the repository; and a
 //! `gc --keep-snapshot` name that matches no snapshot is refused.
 
+mod s3support;
 mod support;
 
 use std::collections::BTreeMap;
@@ -398,4 +399,103 @@ fn gc_deletes_nothing_condemned_after_a_live_lease_started_and_ignores_a_stale_o
     assert_eq!(third["passes_running"], 0, "{third}");
     assert_eq!(third["blobs_deleted"], 1, "{third}");
     assert!(!blob.exists(), "a stale lease protects nothing: {third}");
+}
+
+/// `tablesafe <args>` as node n1 against `s3://bkt/r` at `endpoint`.
+fn s3_cmd(root: &Path, endpoint: &str, args: &[&str]) -> Command {
+    let mut c = support::cli::tablesafe(&root.join("home"));
+    c.args(args)
+        .args(["--repo", "s3://bkt/r", "--node", "n1", "--catalog"])
+        .arg(root.join("n1.db"))
+        .args(["--s3-endpoint", endpoint])
+        .args([
+            "--s3-allow-http",
+            "--s3-path-style",
+            "--s3-region",
+            "us-east-1",
+        ])
+        .env("AWS_ACCESS_KEY_ID", s3support::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", s3support::SECRET_KEY);
+    c
+}
+
+async fn run_off_runtime(mut c: Command) -> Output {
+    tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_blob_a_running_backup_deduplicated_onto_survives_two_gc_runs_with_a_one_second_grace() {
+    use s3support::proxy::{Direction, FaultProxy};
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let data = root.join("data");
+    let server = s3support::S3Server::start().await;
+    server.create_bucket("bkt");
+    let proxy = FaultProxy::start(&server.endpoint, 7).await;
+    let via_proxy = |args: &[&str]| s3_cmd(&root, &proxy.endpoint, args);
+    let direct = |args: &[&str]| s3_cmd(&root, &server.endpoint, args);
+    let data_arg = data.to_str().unwrap().to_string();
+
+    // X backed up, then compacted away: unreferenced once gc keeps only the last point.
+    let x = content(1, 200_000);
+    write_sstable(&data, 1, &x);
+    write_sstable(&data, 2, &content(2, 5_000));
+    ok(run_off_runtime(via_proxy(&["backup", "--init", "--data-dir", &data_arg])).await);
+    remove_sstable(&data, 1);
+    ok(run_off_runtime(via_proxy(&["backup", "--data-dir", &data_arg])).await);
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+
+    // X comes back (a new SSTable with the same Data.db: the pass deduplicates onto
+    // it), beside a large new file whose upload an outage holds up for 15 s.
+    write_sstable(&data, 3, &x);
+    write_sstable(&data, 4, &s3support::data::noise(16 << 20, 4));
+    proxy.outage_after(
+        Direction::Up,
+        proxy.bytes(Direction::Up) + (3 << 20),
+        std::time::Duration::from_secs(15),
+    );
+    let mut pass = via_proxy(&["backup", "--data-dir", &data_arg]);
+    let pass = tokio::task::spawn_blocking(move || pass.output().unwrap());
+    let waited = std::time::Instant::now();
+    while proxy.outages() == 0 {
+        assert!(waited.elapsed().as_secs() < 60, "the outage never started");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // Meanwhile gc condemns X, and a second later would delete it.
+    let gc = || direct(&["gc", "--keep-last", "1", "--grace", "1s", "--json"]);
+    let first = ok(run_off_runtime(gc()).await);
+    let first: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(first["blobs_condemned"], 1, "gc condemned X: {first}");
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let second = ok(run_off_runtime(gc()).await);
+    let second: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert_eq!(
+        proxy.outages(),
+        1,
+        "the pass was still held up during both gc runs"
+    );
+    let pass = pass.await.unwrap();
+    ok(pass);
+
+    // Everything the pass recorded restores, X included.
+    let to = root.join("restored");
+    ok(run_off_runtime(direct(&[
+        "restore",
+        "--at",
+        "now",
+        "--to",
+        to.to_str().unwrap(),
+    ]))
+    .await);
+    assert_eq!(walk(&to), walk(&data));
+    assert_eq!(second["blobs_deleted"], 0, "{second}");
+    assert_eq!(second["passes_running"], 1, "{second}");
+    assert!(
+        fs::read_dir(server.object_file("bkt", "r/leases/n1"))
+            .map_or(true, |mut d| d.next().is_none()),
+        "the pass removed its lease"
+    );
 }
