@@ -499,3 +499,61 @@ async fn a_blob_a_running_backup_deduplicated_onto_survives_two_gc_runs_with_a_o
         "the pass removed its lease"
     );
 }
+
+#[test]
+fn the_daemon_status_warns_when_the_clock_stepped_back() {
+    let Some(faketime) = libfaketime() else {
+        eprintln!(
+            "SKIPPED: libfaketime is not installed (apt-get install -y faketime); .ci/run installs it"
+        );
+        return;
+    };
+    let repo = Repo::new();
+    let data = repo.path("data");
+    write_sstable(&data, 1, &content(1, 10_000));
+    let p1 = repo.backup(&data, &[])["point"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let at_p1 = repo.restore(&p1, "p1-before");
+    write_sstable(&data, 2, &content(2, 10_000));
+    let mut daemon = repo
+        .as_node("n1")
+        .args(["daemon", "--settle", "50ms", "--data-dir"])
+        .arg(&data)
+        .env("LD_PRELOAD", &faketime)
+        .env("FAKETIME", "-1h")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        let out = repo.as_node("n1").arg("status").output().unwrap();
+        let status = String::from_utf8_lossy(&out.stdout).into_owned();
+        if status.contains("WARNING clock") || started.elapsed().as_secs() > 60 {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(daemon.id() as i32, libc::SIGTERM);
+    }
+    let _ = daemon.wait();
+    assert!(
+        status.contains("WARNING clock: the system clock is") && status.contains("behind"),
+        "{status}"
+    );
+    assert_eq!(
+        repo.restore(&p1, "p1-after"),
+        at_p1,
+        "p1 restores as before"
+    );
+    assert_eq!(
+        repo.restore("now", "now").len(),
+        4,
+        "the daemon's pass is recorded"
+    );
+}
