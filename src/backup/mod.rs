@@ -1057,12 +1057,12 @@ async fn prune_incremental(
         let Some(v) = recorded.get(&f.key) else {
             continue;
         };
-        if !by_content.contains_key(&v.hash) {
-            let object = catalog.pack_location(&v.hash)?.map_or(v.hash, |p| p.pack);
-            by_content.insert(v.hash, (object, Vec::new()));
-        }
-        if let Some((_, files)) = by_content.get_mut(&v.hash) {
-            files.push(f);
+        match by_content.entry(v.hash) {
+            std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().1.push(f),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let object = catalog.pack_location(&v.hash)?.map_or(v.hash, |p| p.pack);
+                e.insert((object, vec![f]));
+            }
         }
     }
     let checks = futures::stream::iter(by_content.into_iter().map(

@@ -32,7 +32,10 @@
 //! re-upload that lands after the listing, with its record after gc's last log read
 //! before that chunk's delete, can be deleted; the backup checks the blob exists once
 //! its record is in the repository and uploads it once more (a conditional delete,
-//! which object stores do not offer, would close it). Every gc write is a
+//! which object stores do not offer, would close it). A pass that deduplicated onto a
+//! blob gc condemns while it runs is covered by its lease (`backup::lease`): whatever
+//! the grace, nothing condemned after the earliest start of a live lease is deleted.
+//! Every gc write is a
 //! create-if-absent batch, so two gc runs cannot both write, and an interrupted gc is
 //! simply run again: blobs it deleted without recording are found gone and recorded.
 
