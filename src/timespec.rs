@@ -22,6 +22,69 @@ pub fn now() -> Micros {
     }
 }
 
+/// A step back of the system clock smaller than this is not reported (two readings in
+/// the same microsecond, ordinary NTP slewing); it is still clamped.
+const STEP_REPORTED: Micros = 1_000_000;
+
+/// One node's clock for what it records: never earlier than the last time recorded for
+/// the node, and strictly increasing. When the system clock is behind (an NTP step back,
+/// a VM restored from a snapshot), each reading is clamped to just after the last one
+/// and the step is remembered so the pass can warn about it.
+#[derive(Debug, Clone)]
+pub struct NodeClock {
+    last: Micros,
+    behind: Micros,
+    last_recorded: Option<Micros>,
+}
+
+impl NodeClock {
+    /// A clock whose readings all come after `last_recorded` (the latest time recorded
+    /// for the node, if any).
+    pub fn after(last_recorded: Option<Micros>) -> NodeClock {
+        NodeClock {
+            last: last_recorded.unwrap_or(Micros::MIN),
+            behind: 0,
+            last_recorded,
+        }
+    }
+
+    /// The time to record now.
+    pub fn now(&mut self) -> Micros {
+        self.reading(now())
+    }
+
+    /// The time to record when the system clock says `system`.
+    pub fn reading(&mut self, system: Micros) -> Micros {
+        let floor = self.last.saturating_add(1);
+        if system >= floor {
+            self.last = system;
+        } else {
+            self.behind = self.behind.max(self.last.saturating_sub(system));
+            self.last = floor;
+        }
+        self.last
+    }
+
+    /// How far the system clock was found behind the node's recorded times (at most),
+    /// when that is a step worth reporting.
+    pub fn stepped_back(&self) -> Option<Micros> {
+        (self.behind >= STEP_REPORTED).then_some(self.behind)
+    }
+
+    /// One line for the operator about a step back, if there was one.
+    pub fn warning(&self, node: &str) -> Option<String> {
+        let behind = self.stepped_back()?;
+        Some(format!(
+            "the system clock is {:.1} s behind the last time recorded for node {node:?} ({}): \
+             the times this pass recorded were moved to just after it, so every earlier point \
+             still restores what it held; check NTP on this host (`timedatectl`, `chronyc tracking`)",
+            behind as f64 / 1e6,
+            self.last_recorded
+                .map_or_else(|| "unknown".into(), format_precise),
+        ))
+    }
+}
+
 /// A time that could not be understood.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -123,6 +186,23 @@ mod tests {
             parse_at("90 minutes ago", NOW).unwrap(),
             NOW - 5_400_000_000
         );
+    }
+
+    #[test]
+    fn a_node_clock_never_goes_back_and_reports_a_step() {
+        let mut clock = NodeClock::after(Some(NOW));
+        assert_eq!(clock.reading(NOW + 5), NOW + 5);
+        assert_eq!(clock.stepped_back(), None);
+        // Same microsecond twice: still strictly increasing, not a step.
+        assert_eq!(clock.reading(NOW + 5), NOW + 6);
+        assert_eq!(clock.stepped_back(), None);
+        // An hour back: clamped just after the last reading, and reported.
+        let hour = 3_600_000_000;
+        assert_eq!(clock.reading(NOW - hour), NOW + 7);
+        assert_eq!(clock.reading(NOW - hour + 10), NOW + 8);
+        assert_eq!(clock.stepped_back(), Some(hour + 6));
+        assert!(clock.warning("n1").unwrap().contains("3600.0 s behind"));
+        assert_eq!(NodeClock::after(None).reading(NOW), NOW);
     }
 
     #[test]

@@ -35,7 +35,7 @@ use crate::backup::{self, BackupError, BackupOptions, PointMode};
 use crate::catalog::{Catalog, CatalogError};
 use crate::progress::Progress;
 use crate::store::{Repository, StoreError};
-use crate::timespec::{self, Micros};
+use crate::timespec::{self, Micros, NodeClock};
 
 /// How often an idle daemon rewrites its status.
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -89,6 +89,12 @@ pub struct DaemonStatus {
     pub errors: u64,
     pub last_error: Option<String>,
     pub last_error_at: Option<Micros>,
+    /// The last pass found the system clock behind the node's recorded times (a step
+    /// back) and recorded its times just after them: what it said, and when.
+    #[serde(default)]
+    pub clock_warning: Option<String>,
+    #[serde(default)]
+    pub clock_warning_at: Option<Micros>,
 }
 
 /// Errors that stop the daemon (everything else is retried).
@@ -208,8 +214,11 @@ pub async fn run(
             .map(|d| d.to_string_lossy().into_owned())
             .collect()
     };
+    // Queue marks never go back either: a pass clears the marks made before it started,
+    // which must hold even when the system clock steps back.
+    let mut marks = NodeClock::after(catalog.dirty_roots(&node)?.iter().map(|(_, t)| *t).max());
     // Start with a full pass: whatever happened while no daemon ran.
-    catalog.add_dirty(&node, &as_strings(&data_dirs), timespec::now())?;
+    catalog.add_dirty(&node, &as_strings(&data_dirs), marks.now())?;
     {
         let mut s = lock(&status);
         s.pid = std::process::id();
@@ -229,7 +238,7 @@ pub async fn run(
                 &mut opts,
                 (&mut data_dirs, &watched),
                 &mut watcher,
-                catalog,
+                (catalog, &mut marks),
                 &node,
                 *new,
             )?;
@@ -245,7 +254,7 @@ pub async fn run(
                 queued.iter().map(|(p, _)| PathBuf::from(p)).collect()
             };
             let roots = minimize(&roots);
-            let pass_started = timespec::now();
+            let pass_started = marks.now();
             let mut pass_opts = opts.backup.clone();
             pass_opts.data_dirs = roots.clone();
             pass_opts.vanished_root_is_empty = true;
@@ -281,6 +290,9 @@ pub async fn run(
                     }
                 }
             };
+            if let Some(Ok(summary)) = &outcome {
+                note_clock(&status, summary);
+            }
             match outcome {
                 None => {
                     tracing::warn!(
@@ -388,18 +400,18 @@ pub async fn run(
                     marked.extend(data_dirs.iter().cloned());
                 }
                 let marked: Vec<String> = marked.iter().map(|p| p.to_string_lossy().into_owned()).collect();
-                catalog.add_dirty(&node, &marked, timespec::now())?;
+                catalog.add_dirty(&node, &marked, marks.now())?;
             }
             _ = tokio::time::sleep_until(wake) => {
                 if Instant::now() >= next_rescan {
-                    catalog.add_dirty(&node, &as_strings(&data_dirs), timespec::now())?;
+                    catalog.add_dirty(&node, &as_strings(&data_dirs), marks.now())?;
                     next_rescan = Instant::now() + opts.rescan_every;
                 }
             }
             c = control.recv() => match c {
                 Some(Control::Shutdown) | None => stopping = true,
                 Some(Control::Reload(new)) => {
-                    reload(&mut opts, (&mut data_dirs, &watched), &mut watcher, catalog, &node, *new)?;
+                    reload(&mut opts, (&mut data_dirs, &watched), &mut watcher, (catalog, &mut marks), &node, *new)?;
                 }
             },
         }
@@ -412,6 +424,19 @@ pub async fn run(
     publish(catalog, &node, &status, &queued)?;
     drop(tx);
     Ok(())
+}
+
+/// Shows a pass's clock warning (a step back of the system clock) in the status until
+/// a pass finds the clock right again.
+fn note_clock(status: &Mutex<DaemonStatus>, summary: &backup::BackupSummary) {
+    let mut s = lock(status);
+    match &summary.clock_warning {
+        Some(w) => {
+            s.clock_warning = Some(w.clone());
+            s.clock_warning_at = Some(timespec::now());
+        }
+        None => s.clock_warning = None,
+    }
 }
 
 /// Reports a pass that found something absent: an error, retried after `wait`.
@@ -453,7 +478,7 @@ fn reload(
     opts: &mut DaemonOptions,
     (data_dirs, watched): (&mut Vec<PathBuf>, &std::sync::RwLock<Vec<PathBuf>>),
     watcher: &mut notify::RecommendedWatcher,
-    catalog: &mut Catalog,
+    (catalog, marks): (&mut Catalog, &mut NodeClock),
     node: &str,
     new: DaemonOptions,
 ) -> Result<(), DaemonError> {
@@ -465,7 +490,7 @@ fn reload(
                 path: d.clone(),
                 source,
             })?;
-        catalog.add_dirty(node, &[d.to_string_lossy().into_owned()], timespec::now())?;
+        catalog.add_dirty(node, &[d.to_string_lossy().into_owned()], marks.now())?;
     }
     *watched.write().unwrap_or_else(|p| p.into_inner()) = dirs.clone();
     *data_dirs = dirs;

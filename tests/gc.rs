@@ -534,7 +534,7 @@ async fn refusals_dry_run_and_grace() {
     // A policy that keeps no past point is refused, and changes nothing.
     let keeps_nothing = GcOptions {
         policy: RetentionPolicy {
-            keep_snapshots: vec!["no-such-snapshot".into()],
+            keep_last: Some(0),
             ..RetentionPolicy::default()
         },
         grace: 0,

@@ -22,6 +22,7 @@
 
 pub mod absence;
 pub mod filter;
+pub mod lease;
 pub mod pin;
 pub mod scan;
 
@@ -41,7 +42,7 @@ use crate::inflight::Budget;
 pub use crate::progress::Progress;
 use crate::store::pack::{PACK_MEMBER_MAX, PACK_TARGET, PackCandidate, PackPut, Packing};
 use crate::store::{BlobId, Content, Repository, StoreError, hash_file};
-use crate::timespec::{self, Micros};
+use crate::timespec::{self, Micros, NodeClock};
 use filter::TableFilter;
 use pin::Pins;
 use scan::{DataDirScan, FoundFile, scan_data_dir, stat_key};
@@ -122,6 +123,9 @@ pub struct BackupSummary {
     /// read), one line each: the versions there stay open, no point is recorded, and the
     /// pass has failed.
     pub absent: Vec<String>,
+    /// The system clock was behind the times already recorded for the node (a step
+    /// back): this pass recorded its times just after them instead. One line.
+    pub clock_warning: Option<String>,
     pub seconds: f64,
 }
 
@@ -182,8 +186,33 @@ enum Hashed {
     },
 }
 
-/// Runs one backup pass.
+/// Runs one backup pass, under a lease ([`lease`]) that keeps gc from deleting any blob
+/// condemned after the pass started, for as long as the pass runs.
 pub async fn run(
+    repo: &Repository,
+    catalog: &mut Catalog,
+    opts: &BackupOptions,
+    progress: Arc<Progress>,
+) -> Result<BackupSummary, BackupError> {
+    // Batches a crash left pending first: this also checks the repository is the one
+    // opened before the lease (or anything) is written into it.
+    mirror::upload_pending(repo, catalog, &opts.node).await?;
+    let lease = lease::Lease::take(repo, &opts.node).await?;
+    let result = {
+        let pass = run_leased(repo, catalog, opts, progress);
+        let heartbeat = lease.heartbeat(repo);
+        tokio::pin!(pass, heartbeat);
+        tokio::select! {
+            r = &mut pass => r,
+            () = &mut heartbeat => pass.await,
+        }
+    };
+    lease.release(repo).await;
+    result
+}
+
+/// The pass itself; the lease is taken (before gc's log is read).
+async fn run_leased(
     repo: &Repository,
     catalog: &mut Catalog,
     opts: &BackupOptions,
@@ -191,6 +220,9 @@ pub async fn run(
 ) -> Result<BackupSummary, BackupError> {
     let started = Instant::now();
     let node = opts.node.as_str();
+    // Every time this pass records comes from this clock: never before what the node
+    // already recorded, whatever the system clock says.
+    let mut clock = NodeClock::after(catalog.last_recorded_time(node)?);
     let taken: HashSet<String> = catalog
         .snapshots(&crate::catalog::SnapshotFilter {
             node: Some(node.to_string()),
@@ -207,10 +239,9 @@ pub async fn run(
             });
         }
         PointMode::Named(name) => Some(name.clone()),
-        PointMode::Automatic => Some(automatic_name(&taken)),
+        PointMode::Automatic => Some(automatic_name(&taken, clock.now())),
         PointMode::None => None,
     };
-    mirror::upload_pending(repo, catalog, node).await?;
     // Which blobs gc condemned or deleted: those are never assumed to exist.
     mirror::sync_gc_log(repo, catalog).await?;
     let mut summary = BackupSummary::default();
@@ -227,7 +258,7 @@ pub async fn run(
         },
         None => None,
     };
-    let mut recorder = Recorder::new(node);
+    let mut recorder = Recorder::new(node, clock);
     let (mut live_files, mut live_bytes) = (0u64, 0u64);
     for data_dir in &opts.data_dirs {
         let Some((root, open)) = open_root(catalog, opts, data_dir, &mut summary)? else {
@@ -266,7 +297,7 @@ pub async fn run(
         .await?;
         // Everything open under this root, in the pass's scope, and not seen now is gone,
         // unless what held it is absent.
-        let now = timespec::now();
+        let now = recorder.clock.now();
         let gone = open.keys().filter(|k| {
             !seen.contains(*k)
                 && opts.filter.includes(&k.keyspace, Some(&k.table))
@@ -289,7 +320,8 @@ pub async fn run(
         live_files += files;
         live_bytes += bytes;
         if opts.prune_incremental {
-            prune_incremental(&scan, &seen, &unbacked, &mut recorder, &mut summary);
+            let sets = (&scan, &seen, &unbacked);
+            prune_incremental(repo, catalog, &root, sets, &mut recorder, &mut summary).await?;
         }
         summary.not_complete += scan.not_complete as u64;
         summary.problems.extend(scan.problems.iter().cloned());
@@ -301,7 +333,7 @@ pub async fn run(
         }
         summary.absent.extend(absent);
     }
-    let point_time = timespec::now();
+    let point_time = recorder.clock.now();
     // A point claims the node's state: not while part of it could not be seen.
     if let Some(name) = point_name.filter(|_| summary.absent.is_empty()) {
         recorder.push(Change::Snapshot {
@@ -315,6 +347,11 @@ pub async fn run(
     }
     recorder.commit(repo, catalog).await?;
     summary.point_time = point_time;
+    if let Some(warning) = recorder.clock.warning(node) {
+        tracing::warn!("{warning}");
+        summary.problems.push(warning.clone());
+        summary.clock_warning = Some(warning);
+    }
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }
@@ -361,11 +398,8 @@ fn open_root(
 }
 
 /// `backup-<UTC time>`, with `-2`, `-3`, … when passes share a second.
-fn automatic_name(taken: &HashSet<String>) -> String {
-    let base = format!(
-        "backup-{}",
-        timespec::format(timespec::now()).replace([':', '-'], "")
-    );
+fn automatic_name(taken: &HashSet<String>, now: Micros) -> String {
+    let base = format!("backup-{}", timespec::format(now).replace([':', '-'], ""));
     (1..)
         .map(|n| {
             if n == 1 {
@@ -501,10 +535,11 @@ async fn backup_data_dir(
                 // Reported by the caller from the summary (one line, not two).
                 tracing::debug!("{detail}");
                 summary.corrupt.push(detail.clone());
+                let at = recorder.clock.now();
                 recorder.push(Change::Corrupt {
                     key: s.files[0].1.key.clone(),
                     detail,
-                    at: timespec::now(),
+                    at,
                 });
             }
             Hashed::Changed { file } => {
@@ -552,7 +587,8 @@ async fn backup_data_dir(
         if !corrupt_keys.contains(&file.key) {
             seen.insert(file.key.clone());
             if open.get(&file.key).map(|v| v.hash) != Some(hash) {
-                recorder.push(start(file, hash));
+                let change = start(file, hash, recorder.clock.now());
+                recorder.push(change);
                 summary.versions_started += 1;
             }
         }
@@ -831,13 +867,13 @@ fn keep_open(
     }
 }
 
-fn start(file: &FoundFile, hash: Hash32) -> Change {
+fn start(file: &FoundFile, hash: Hash32, at: Micros) -> Change {
     Change::Start {
         key: file.key.clone(),
         hash,
         size: file.size(),
         mtime: file.mtime,
-        at: timespec::now(),
+        at,
     }
 }
 
@@ -851,7 +887,8 @@ fn record(
 ) {
     seen.insert(file.key.clone());
     if open.get(&file.key).map(|v| v.hash) != Some(id) {
-        recorder.push(start(file, id));
+        let change = start(file, id, recorder.clock.now());
+        recorder.push(change);
         summary.versions_started += 1;
     }
 }
@@ -1011,27 +1048,75 @@ fn hash_job(mut job: HashJob) -> Hashed {
 
 /// Deletes `backups/` hard links whose content is now durable and recorded; never one
 /// whose content this pass did not back up (a corrupt SSTable, a file changed while read).
-fn prune_incremental(
-    scan: &DataDirScan,
-    seen: &HashSet<FileKey>,
-    unbacked: &HashSet<FileKey>,
+///
+/// The catalog saying a blob is durable is not enough to delete what may be the node's
+/// last copy: the object it reads from (the blob, or the pack chosen for it) is asked
+/// for once per distinct content pruned (one HEAD each, 16 at a time). A blob the
+/// repository lacks is uploaded again from the link first; if that fails the link is
+/// kept and reported.
+async fn prune_incremental(
+    repo: &Repository,
+    catalog: &Catalog,
+    root: &std::path::Path,
+    (scan, seen, unbacked): (&DataDirScan, &HashSet<FileKey>, &HashSet<FileKey>),
     recorder: &mut Recorder,
     summary: &mut BackupSummary,
-) {
-    for s in &scan.sstables {
-        for (_, f) in &s.files {
-            if !f.key.rel_path.starts_with("backups/")
-                || !seen.contains(&f.key)
-                || unbacked.contains(&f.key)
-            {
-                continue;
+) -> Result<(), BackupError> {
+    let candidates: Vec<&FoundFile> = scan
+        .sstables
+        .iter()
+        .flat_map(|s| s.files.iter().map(|(_, f)| f))
+        .filter(|f| {
+            f.key.rel_path.starts_with("backups/")
+                && seen.contains(&f.key)
+                && !unbacked.contains(&f.key)
+        })
+        .collect();
+    if candidates.is_empty() {
+        return Ok(());
+    }
+    let recorded = catalog.open_versions_under(&recorder.node, &root.to_string_lossy())?;
+    let compressed = compressed_by_cassandra(scan);
+    // Content → the object holding it, and the links holding it.
+    let mut by_content: HashMap<Hash32, (Hash32, Vec<&FoundFile>)> = HashMap::new();
+    for f in candidates {
+        let Some(v) = recorded.get(&f.key) else {
+            continue;
+        };
+        match by_content.entry(v.hash) {
+            std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().1.push(f),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let object = catalog.pack_location(&v.hash)?.map_or(v.hash, |p| p.pack);
+                e.insert((object, vec![f]));
             }
+        }
+    }
+    let checks = futures::stream::iter(by_content.into_iter().map(
+        |(hash, (object, files))| async move {
+            let there = repo.exists(&BlobId::from_bytes(object)).await;
+            (hash, files, there)
+        },
+    ))
+    .buffer_unordered(16)
+    .collect::<Vec<_>>()
+    .await;
+    for (hash, files, there) in checks {
+        let content = if files.iter().any(|f| compressed.contains(&f.key)) {
+            Content::Compressed
+        } else {
+            Content::Plain
+        };
+        if !there? && !reupload_before_prune(repo, (hash, content), &files, summary).await? {
+            continue;
+        }
+        for f in files {
             match std::fs::remove_file(&f.path) {
                 Ok(()) => {
                     summary.pruned += 1;
+                    let at = recorder.clock.now();
                     recorder.push(Change::End {
                         key: f.key.clone(),
-                        at: timespec::now(),
+                        at,
                     });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -1041,19 +1126,62 @@ fn prune_incremental(
             }
         }
     }
+    Ok(())
+}
+
+/// A `backups/` link about to be pruned whose content the repository lacks: uploads it
+/// again from the link. False (the links are kept, and reported) when that failed.
+async fn reupload_before_prune(
+    repo: &Repository,
+    (hash, content): (Hash32, Content),
+    files: &[&FoundFile],
+    summary: &mut BackupSummary,
+) -> Result<bool, BackupError> {
+    let owned: Vec<FoundFile> = files.iter().map(|f| (*f).clone()).collect();
+    let put = upload_one(repo, &owned, content, true).await?;
+    let paths = || {
+        files
+            .iter()
+            .map(|f| f.path.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match put {
+        Some(put) if put.id.as_bytes() == &hash => {
+            summary.problems.push(format!(
+                "blob {} of {} was missing from the repository although the catalog records it: uploaded it again before pruning (run `tablesafe verify` to check the rest)",
+                hex::encode(hash),
+                paths()
+            ));
+            summary.blobs_uploaded += 1;
+            summary.bytes_uploaded += put.stored_size;
+            Ok(true)
+        }
+        _ => {
+            summary.problems.push(format!(
+                "blob {} of {} is missing from the repository and could not be uploaded again (the file changed or vanished): not pruned, it is the node's last copy",
+                hex::encode(hash),
+                paths()
+            ));
+            Ok(false)
+        }
+    }
 }
 
 /// Queues changes and commits them in batches (catalog first, then the repository).
 struct Recorder {
     node: String,
     changes: Vec<Change>,
+    /// The node's clock: every time the pass records, batch times included.
+    clock: NodeClock,
 }
 
 impl Recorder {
-    fn new(node: &str) -> Recorder {
+    fn new(node: &str, clock: NodeClock) -> Recorder {
         Recorder {
             node: node.to_string(),
             changes: Vec::new(),
+            clock,
         }
     }
 
@@ -1081,7 +1209,7 @@ impl Recorder {
             return Ok(());
         }
         let changes = std::mem::take(&mut self.changes);
-        catalog.commit(&self.node, timespec::now(), changes)?;
+        catalog.commit(&self.node, self.clock.now(), changes)?;
         mirror::upload_pending(repo, catalog, &self.node).await?;
         Ok(())
     }

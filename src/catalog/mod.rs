@@ -11,6 +11,7 @@
 //! pending, and the next run uploads it first.
 
 pub mod change;
+mod clock;
 mod contenders;
 pub mod lock;
 pub mod mirror;

@@ -161,6 +161,19 @@ fn print_summary(s: &GcSummary) {
             timespec::format(next)
         );
     }
+    if let Some(from) = s.held_for_passes_from {
+        println!(
+            "{} backup pass(es) running: blobs condemned since {} wait until they end",
+            s.passes_running,
+            timespec::format(from)
+        );
+    }
+    if s.stale_leases > 0 {
+        println!(
+            "{} stale lease(s) ignored (passes that stopped without ending: killed, or their host is gone)",
+            s.stale_leases
+        );
+    }
     if s.blobs_missing > 0 {
         eprintln!(
             "warning: {} blob(s) that retained points need are missing from the repository: run `tablesafe verify` for the files and points affected",

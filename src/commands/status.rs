@@ -74,6 +74,9 @@ pub fn run(args: &StatusArgs, settings: &Settings) -> Result<ExitCode, Failure> 
         s.dedup_hits,
         s.errors
     );
+    if let Some(w) = &s.clock_warning {
+        println!("WARNING clock: {w}");
+    }
     if let Some(e) = &s.last_error {
         println!("last error:    {} at {}", e, ago(s.last_error_at));
     }

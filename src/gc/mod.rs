@@ -32,7 +32,10 @@
 //! re-upload that lands after the listing, with its record after gc's last log read
 //! before that chunk's delete, can be deleted; the backup checks the blob exists once
 //! its record is in the repository and uploads it once more (a conditional delete,
-//! which object stores do not offer, would close it). Every gc write is a
+//! which object stores do not offer, would close it). A pass that deduplicated onto a
+//! blob gc condemns while it runs is covered by its lease (`backup::lease`): whatever
+//! the grace, nothing condemned after the earliest start of a live lease is deleted.
+//! Every gc write is a
 //! create-if-absent batch, so two gc runs cannot both write, and an interrupted gc is
 //! simply run again: blobs it deleted without recording are found gone and recorded.
 
@@ -103,6 +106,10 @@ pub enum GcError {
         "--force names node {node:?}, which has no history in this repository (its nodes: {known}): check the name"
     )]
     UnknownNode { node: String, known: String },
+    #[error(
+        "--keep-snapshot {name:?} matches no snapshot of any node ({close}): check the name with `tablesafe snapshot list`; nothing was changed"
+    )]
+    UnknownSnapshot { name: String, close: String },
 }
 
 /// What gc did (or, with `dry_run`, would do) to one node's history.
@@ -148,6 +155,11 @@ pub struct GcSummary {
     pub next_deletion: Option<Micros>,
     /// Blobs a retained version refers to that the repository does not hold.
     pub blobs_missing: u64,
+    /// Backup passes running (live leases, `backup::lease`), stale leases ignored, and
+    /// the condemnation time from which blobs wait for those passes to end.
+    pub passes_running: u64,
+    pub stale_leases: u64,
+    pub held_for_passes_from: Option<Micros>,
     pub seconds: f64,
 }
 
@@ -193,6 +205,7 @@ pub async fn run(
     }
 
     // 3: retention, evaluated per node.
+    check_kept_names(view, &opts.policy)?;
     if let Some(unknown) = opts.release_last_state.iter().find(|n| !nodes.contains(n)) {
         return Err(GcError::UnknownNode {
             node: unknown.clone(),
@@ -254,6 +267,14 @@ pub async fn run(
     // 6: delete what an earlier run condemned more than the grace period ago. A blob
     // condemned by this very run always waits for a later one.
     let condemned_by = run_start.saturating_sub(opts.grace).min(run_start - 1);
+    // Whatever the grace: nothing condemned after a running backup pass started (it may
+    // have deduplicated onto it, its record not in the repository yet).
+    let leases = crate::backup::lease::read(repo, opts.dry_run).await?;
+    (summary.passes_running, summary.stale_leases) = (leases.live, leases.stale);
+    summary.held_for_passes_from = leases.protect_from;
+    let condemned_by = leases
+        .protect_from
+        .map_or(condemned_by, |from| condemned_by.min(from - 1));
     let (gone, _) = record_set(repo, view, GcSet::AlreadyGone, opts.dry_run, |hashes| {
         Change::Delete { hashes }
     })
@@ -361,6 +382,32 @@ fn node_retention(
         dropped_snapshots: dropped,
     };
     Ok((report, Some(change)))
+}
+
+/// Refuses a `keep_snapshot` name no snapshot of any node has: a typo would otherwise
+/// drop the very snapshot the operator meant to keep.
+fn check_kept_names(view: &Catalog, policy: &RetentionPolicy) -> Result<(), GcError> {
+    if policy.keep_snapshots.is_empty() {
+        return Ok(());
+    }
+    let names: std::collections::BTreeSet<String> = view
+        .snapshots(&SnapshotFilter::default())?
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    let Some(unknown) = policy.keep_snapshots.iter().find(|n| !names.contains(*n)) else {
+        return Ok(());
+    };
+    let close = policy::close_names(unknown, names.iter().map(String::as_str));
+    let close = if close.is_empty() {
+        format!("{} snapshot(s) exist, none with a close name", names.len())
+    } else {
+        format!("close names: {}", close.join(", "))
+    };
+    Err(GcError::UnknownSnapshot {
+        name: unknown.clone(),
+        close,
+    })
 }
 
 /// LISTs `blobs/` into the view's temporary table, `concurrency` shards at a time.
