@@ -257,7 +257,8 @@ pub enum RestoreError {
 const FUTURE_TOLERANCE: Micros = 5_000_000;
 
 /// Resolves WHEN: a snapshot name or id of the node, else a time (never one more than
-/// [`FUTURE_TOLERANCE`] ahead of this host's clock).
+/// [`FUTURE_TOLERANCE`] ahead of this host's clock, or of the node's last recorded time
+/// when that is later).
 pub fn resolve_point(catalog: &Catalog, node: &str, when: &str) -> Result<Point, RestoreError> {
     let snapshots = catalog.snapshots(&SnapshotFilter {
         node: Some(node.to_string()),
@@ -272,7 +273,12 @@ pub fn resolve_point(catalog: &Catalog, node: &str, when: &str) -> Result<Point,
             snapshot: Some(s.name.clone()),
         });
     }
-    let now = timespec::now();
+    // The node's "now" is never before the last time its history records: a node whose
+    // clock stepped back records times after its last (`timespec::NodeClock`), and a
+    // host still behind must neither restore an older state for `now` nor refuse those
+    // times as being in the future.
+    let recorded = catalog.last_recorded_time(node)?.unwrap_or(Micros::MIN);
+    let now = timespec::now().max(recorded);
     match timespec::parse_at(when, now) {
         Ok(time) if time > now + FUTURE_TOLERANCE => Err(RestoreError::FutureTime {
             input: when.to_string(),

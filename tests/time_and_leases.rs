@@ -67,6 +67,11 @@ impl Repo {
     }
 }
 
+/// A time as `restore --at` takes it, to the microsecond (RFC 3339, UTC).
+fn timespec_precise(micros: i64) -> String {
+    tablesafe::timespec::format_precise(micros)
+}
+
 /// Every file below `root`: relative path → BLAKE3 hex.
 fn walk(root: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
@@ -246,6 +251,22 @@ fn a_clock_stepped_back_an_hour_never_changes_what_earlier_points_restore() {
     let at_p3 = repo.restore(&p3, "p3");
     assert_eq!(at_p3, walk(&data), "the point taken after the step");
     assert_eq!(repo.restore("now", "now"), at_p3);
+    // On the host whose clock is still behind: `now` is still the node's latest state,
+    // and the time of the point taken after the step is no time "in the future".
+    let p3_time = timespec_precise(summary["point_time"].as_i64().unwrap());
+    for (at, into) in [("now", "behind-now"), (p3_time.as_str(), "behind-p3")] {
+        let to = repo.path(into);
+        ok(repo
+            .as_node("n1")
+            .args(["restore", "--at", at, "--to"])
+            .arg(&to)
+            .env("LD_PRELOAD", &faketime)
+            .env("FAKETIME", "-1h")
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .output()
+            .unwrap());
+        assert_eq!(walk(&to), at_p3, "--at {at} on the host behind");
+    }
 
     let warning = summary["clock_warning"].as_str().unwrap_or_default();
     assert!(
