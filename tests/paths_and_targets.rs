@@ -457,6 +457,76 @@ fn a_file_that_cannot_be_read_is_a_permission_problem_not_a_corrupt_sstable() {
 }
 
 #[test]
+fn a_data_file_rewritten_while_it_is_read_is_changed_and_backed_up_next_pass_not_corrupt() {
+    let mut e = Env::new();
+    let mut t = e.node.create_table("ks1", "t3", FixtureFormat::Nb);
+    t.flush().run().unwrap();
+    let data_db = t.path().join("nb-1-big-Data.db");
+    let digest = t
+        .path()
+        .join(format!("nb-1-big-{}", FixtureFormat::Nb.digest_component()));
+    assert!(data_db.is_file() && digest.is_file());
+    // The backup's first read of Data.db (its digest check) is held while the file is
+    // rewritten (with a matching Digest, as a new write of it would have).
+    let mut hold = support::hold::OpenHold::first_read_by_another(&e.data);
+    hold.watch(&data_db);
+    let mut cmd = e.bare();
+    cmd.args(["backup", "--json", "--data-dir"])
+        .arg(&e.data)
+        .arg("--repo")
+        .arg(&e.repo_url)
+        .arg("--catalog")
+        .arg(&e.catalog)
+        .args(["--node", "n1", "--init"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let held = hold.wait_held(Duration::from_secs(60));
+    assert_eq!(
+        held.as_deref(),
+        Some(data_db.as_path()),
+        "the read was held"
+    );
+    let mut rewritten = fs::read(&data_db).unwrap();
+    rewritten.iter_mut().for_each(|b| *b = b.wrapping_add(1));
+    fs::write(&data_db, &rewritten).unwrap();
+    fs::write(
+        &digest,
+        support::lifecycle::digest_text(FixtureFormat::Nb, &rewritten, "nb-1-big-Data.db"),
+    )
+    .unwrap();
+    hold.release();
+    let first = Run::of(child.wait_with_output().unwrap());
+    first.succeeds();
+    let summary = first.json();
+    assert_eq!(
+        summary["corrupt"],
+        serde_json::json!([]),
+        "{}",
+        first.stdout
+    );
+    assert!(
+        summary["changed_during_backup"].as_u64().unwrap() >= 1,
+        "{}",
+        first.stdout
+    );
+    assert!(!e.live_now().iter().any(|p| p.ends_with("nb-1-big-Data.db")));
+    // The next pass reads it again and backs it up as it is now.
+    let again = e.backup(&["--json"]);
+    again.succeeds();
+    assert_eq!(again.json()["corrupt"], serde_json::json!([]));
+    let to = e.root.join("restored-t3");
+    e.restore("now", &to, &[]).succeeds();
+    let restored = tree(&to);
+    let rel = data_db
+        .strip_prefix(&e.data)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(restored.get(&rel), Some(&rewritten), "{rel}");
+}
+
+#[test]
 fn the_next_steps_restore_prints_are_shell_quoted() {
     let mut e = Env::new();
     backed_up(&mut e);
