@@ -12,6 +12,7 @@ use std::process::Output;
 
 use assert_cmd::Command;
 use serde_json::Value;
+use support::cli::without_dac_override;
 use support::lifecycle::{FixtureFormat, Gen, Node};
 use tablesafe::timespec;
 
@@ -632,34 +633,6 @@ fn a_dropped_table_and_a_dropped_keyspace_are_recorded_as_ended() {
     run.succeeds();
     assert_eq!(run.json()["versions_ended"], ks2_files as u64);
     assert_eq!(live_now(&e).len(), recorded - t1_files - ks2_files);
-}
-
-/// Runs the binary without the capabilities that let root read any directory, so a
-/// directory with mode 000 really cannot be listed (as for any other user).
-fn without_dac_override(mut cmd: std::process::Command) -> Command {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: prctl is async-signal-safe; it only drops capabilities of the child.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::geteuid() == 0 {
-                // CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (linux/capability.h).
-                for cap in [1, 2] {
-                    if libc::prctl(
-                        libc::PR_CAPBSET_DROP,
-                        cap as libc::c_ulong,
-                        0 as libc::c_ulong,
-                        0 as libc::c_ulong,
-                        0 as libc::c_ulong,
-                    ) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-            }
-            Ok(())
-        });
-    }
-    Command::from_std(cmd)
 }
 
 /// A table directory that cannot be listed (EACCES: mode 000, and for root the binary runs

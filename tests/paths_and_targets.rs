@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use assert_cmd::Command;
 use serde_json::Value;
+use support::cli::without_dac_override;
 use support::lifecycle::{FixtureFormat, Node};
 use tablesafe::timespec;
 
@@ -375,33 +376,6 @@ fn a_target_in_or_above_a_running_cassandras_data_directory_is_refused() {
             .fails_with(1);
         assert!(line.contains(&format!("pid {}", fake.0.id())), "{line}");
     }
-}
-
-/// Runs the binary without the capabilities that let root read any file.
-fn without_dac_override(mut cmd: StdCommand) -> Command {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: prctl is async-signal-safe; it only drops capabilities of the child.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::geteuid() == 0 {
-                // CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (linux/capability.h).
-                for cap in [1, 2] {
-                    if libc::prctl(
-                        libc::PR_CAPBSET_DROP,
-                        cap as libc::c_ulong,
-                        0 as libc::c_ulong,
-                        0 as libc::c_ulong,
-                        0 as libc::c_ulong,
-                    ) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-            }
-            Ok(())
-        });
-    }
-    Command::from_std(cmd)
 }
 
 #[test]

@@ -42,3 +42,32 @@ pub fn ok(out: Output) -> Output {
     assert!(out.status.success(), "command failed: {}", text(&out));
     out
 }
+
+/// The command run without the capabilities that let root read any file or list any
+/// directory (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH), so mode 000 really is unreadable to
+/// it, as to any other user; a no-op for other users.
+pub fn without_dac_override(mut cmd: Command) -> assert_cmd::Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe; it only drops capabilities of the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::geteuid() == 0 {
+                // CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (linux/capability.h).
+                for cap in [1, 2] {
+                    if libc::prctl(
+                        libc::PR_CAPBSET_DROP,
+                        cap as libc::c_ulong,
+                        0 as libc::c_ulong,
+                        0 as libc::c_ulong,
+                        0 as libc::c_ulong,
+                    ) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+            }
+            Ok(())
+        });
+    }
+    assert_cmd::Command::from_std(cmd)
+}
