@@ -6,13 +6,12 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::cli::{ok, text};
-
-const TABLE: &str = "ks/t-0123456789abcdef0123456789abcdef";
+use support::minimal::{TABLE, content, remove_sstable, walk, write_sstable};
 
 struct Repo {
     tmp: tempfile::TempDir,
@@ -42,63 +41,6 @@ impl Repo {
     fn blob_count(&self) -> usize {
         walk(&self.path("repo/blobs")).len()
     }
-}
-
-/// Every file below `root`: relative path → BLAKE3 hex.
-fn walk(root: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if let Ok(bytes) = fs::read(&path) {
-                let rel = path
-                    .strip_prefix(root)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned();
-                out.insert(rel, blake3::hash(&bytes).to_hex().to_string());
-            }
-        }
-    }
-    out
-}
-
-/// Writes a complete SSTable (Data.db, then TOC.txt last, as Cassandra does).
-fn write_sstable(data: &Path, generation: u64, content: &[u8]) {
-    let dir = data.join(TABLE);
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(dir.join(format!("nb-{generation}-big-Data.db")), content).unwrap();
-    fs::write(
-        dir.join(format!("nb-{generation}-big-TOC.txt")),
-        "Data.db\nTOC.txt\n",
-    )
-    .unwrap();
-}
-
-fn remove_sstable(data: &Path, generation: u64) {
-    let dir = data.join(TABLE);
-    for c in ["TOC.txt", "Data.db"] {
-        let _ = fs::remove_file(dir.join(format!("nb-{generation}-big-{c}")));
-    }
-}
-
-fn content(generation: u64, len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len);
-    let mut x = generation.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 /// A child process killed when the test ends, even by a failed assertion.

@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use support::cli::{ok, text};
-
-const TABLE: &str = "ks/t-0123456789abcdef0123456789abcdef";
+use support::minimal::{TABLE, content, remove_sstable, walk, write_sstable};
 
 struct Repo {
     tmp: tempfile::TempDir,
@@ -70,63 +69,6 @@ impl Repo {
 /// A time as `restore --at` takes it, to the microsecond (RFC 3339, UTC).
 fn timespec_precise(micros: i64) -> String {
     tablesafe::timespec::format_precise(micros)
-}
-
-/// Every file below `root`: relative path → BLAKE3 hex.
-fn walk(root: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if let Ok(bytes) = fs::read(&path) {
-                let rel = path
-                    .strip_prefix(root)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned();
-                out.insert(rel, blake3::hash(&bytes).to_hex().to_string());
-            }
-        }
-    }
-    out
-}
-
-/// Writes a complete SSTable (Data.db, then TOC.txt last, as Cassandra does).
-fn write_sstable(data: &Path, generation: u64, content: &[u8]) {
-    let dir = data.join(TABLE);
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(dir.join(format!("nb-{generation}-big-Data.db")), content).unwrap();
-    fs::write(
-        dir.join(format!("nb-{generation}-big-TOC.txt")),
-        "Data.db\nTOC.txt\n",
-    )
-    .unwrap();
-}
-
-fn remove_sstable(data: &Path, generation: u64) {
-    let dir = data.join(TABLE);
-    for c in ["TOC.txt", "Data.db"] {
-        let _ = fs::remove_file(dir.join(format!("nb-{generation}-big-{c}")));
-    }
-}
-
-fn content(generation: u64, len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len);
-    let mut x = generation.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 fn stderr(out: &Output) -> String {

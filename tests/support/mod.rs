@@ -4,3 +4,4 @@
 pub mod cli;
 pub mod hold;
 pub mod lifecycle;
+pub mod minimal;
