@@ -455,70 +455,8 @@ pub fn apply_change(
             size,
             mtime,
             at,
-        } => {
-            let (id, new) = file_id(tx, node, key, Expect::New)?;
-            // Versions of one file never overlap and never share a start time. A file
-            // just inserted has none (most Starts of a first backup, or of a rebuild).
-            let mut at = *at;
-            if !new {
-                let last_from: Option<i64> = tx
-                    .prepare_cached("SELECT MAX(valid_from) FROM versions WHERE file_id = ?1")?
-                    .query_row([id], |r| r.get(0))?;
-                at = last_from.map_or(at, |f| at.max(f + 1));
-                tx.prepare_cached(
-                    "UPDATE versions SET valid_to = ?2,
-                         chk = ts_row_check('v', ?3, ?4, ?5, ?6, ?7, ?8, valid_from, ?2, hash, size, mtime)
-                     WHERE file_id = ?1 AND valid_to IS NULL",
-                )?
-                .execute(params![
-                    id,
-                    at,
-                    node,
-                    key.data_dir,
-                    key.keyspace,
-                    key.table,
-                    key.table_id,
-                    key.rel_path
-                ])?;
-            }
-            tx.prepare_cached(
-                "INSERT INTO versions (file_id, valid_from, valid_to, hash, size, mtime, chk)
-                 VALUES (?1, ?2, NULL, ?3, ?4, ?5,
-                         ts_row_check('v', ?6, ?7, ?8, ?9, ?10, ?11, ?2, NULL, ?3, ?4, ?5))",
-            )?
-            .execute(params![
-                id,
-                at,
-                hash.as_slice(),
-                *size as i64,
-                mtime,
-                node,
-                key.data_dir,
-                key.keyspace,
-                key.table,
-                key.table_id,
-                key.rel_path
-            ])?;
-        }
-        Change::End { key, at } => {
-            let (id, _) = file_id(tx, node, key, Expect::Known)?;
-            tx.prepare_cached(
-                "UPDATE versions SET valid_to = MAX(?2, valid_from + 1),
-                     chk = ts_row_check('v', ?3, ?4, ?5, ?6, ?7, ?8, valid_from,
-                                        MAX(?2, valid_from + 1), hash, size, mtime)
-                 WHERE file_id = ?1 AND valid_to IS NULL",
-            )?
-            .execute(params![
-                id,
-                at,
-                node,
-                key.data_dir,
-                key.keyspace,
-                key.table,
-                key.table_id,
-                key.rel_path
-            ])?;
-        }
+        } => apply_start(tx, node, key, (hash, *size, *mtime), *at)?,
+        Change::End { key, at } => apply_end(tx, node, key, *at)?,
         Change::Snapshot {
             name,
             time,
@@ -611,6 +549,82 @@ pub fn apply_change(
             }
         }
     }
+    Ok(())
+}
+
+/// A version of `key` starts at `at` (after the last start of that file, which it ends).
+fn apply_start(
+    tx: &Transaction<'_>,
+    node: &str,
+    key: &FileKey,
+    (hash, size, mtime): (&super::Hash32, u64, i64),
+    at: i64,
+) -> rusqlite::Result<()> {
+    let (id, new) = file_id(tx, node, key, Expect::New)?;
+    // Versions of one file never overlap and never share a start time. A file
+    // just inserted has none (most Starts of a first backup, or of a rebuild).
+    let mut at = at;
+    if !new {
+        let last_from: Option<i64> = tx
+            .prepare_cached("SELECT MAX(valid_from) FROM versions WHERE file_id = ?1")?
+            .query_row([id], |r| r.get(0))?;
+        at = last_from.map_or(at, |f| at.max(f + 1));
+        tx.prepare_cached(
+            "UPDATE versions SET valid_to = ?2,
+                 chk = ts_row_check('v', ?3, ?4, ?5, ?6, ?7, ?8, valid_from, ?2, hash, size, mtime)
+             WHERE file_id = ?1 AND valid_to IS NULL",
+        )?
+        .execute(params![
+            id,
+            at,
+            node,
+            key.data_dir,
+            key.keyspace,
+            key.table,
+            key.table_id,
+            key.rel_path
+        ])?;
+    }
+    tx.prepare_cached(
+        "INSERT INTO versions (file_id, valid_from, valid_to, hash, size, mtime, chk)
+         VALUES (?1, ?2, NULL, ?3, ?4, ?5,
+                 ts_row_check('v', ?6, ?7, ?8, ?9, ?10, ?11, ?2, NULL, ?3, ?4, ?5))",
+    )?
+    .execute(params![
+        id,
+        at,
+        hash.as_slice(),
+        size as i64,
+        mtime,
+        node,
+        key.data_dir,
+        key.keyspace,
+        key.table,
+        key.table_id,
+        key.rel_path
+    ])?;
+    Ok(())
+}
+
+/// The open version of `key` ends at `at` (never before it started).
+fn apply_end(tx: &Transaction<'_>, node: &str, key: &FileKey, at: i64) -> rusqlite::Result<()> {
+    let (id, _) = file_id(tx, node, key, Expect::Known)?;
+    tx.prepare_cached(
+        "UPDATE versions SET valid_to = MAX(?2, valid_from + 1),
+             chk = ts_row_check('v', ?3, ?4, ?5, ?6, ?7, ?8, valid_from,
+                                MAX(?2, valid_from + 1), hash, size, mtime)
+         WHERE file_id = ?1 AND valid_to IS NULL",
+    )?
+    .execute(params![
+        id,
+        at,
+        node,
+        key.data_dir,
+        key.keyspace,
+        key.table,
+        key.table_id,
+        key.rel_path
+    ])?;
     Ok(())
 }
 
