@@ -6,38 +6,13 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use support::cli::{ok, text};
-use support::minimal::{TABLE, content, remove_sstable, walk, write_sstable};
-
-struct Repo {
-    tmp: tempfile::TempDir,
-    url: String,
-}
+use support::minimal::{Repo, TABLE, content, remove_sstable, walk, write_sstable};
 
 impl Repo {
-    fn new() -> Repo {
-        let tmp = tempfile::tempdir().unwrap();
-        let url = format!("file://{}", tmp.path().join("repo").display());
-        Repo { tmp, url }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.tmp.path().join(rel)
-    }
-
-    /// The binary as `node`, with that node's own catalog.
-    fn as_node(&self, node: &str) -> Command {
-        let mut c = support::cli::tablesafe(self.tmp.path());
-        c.arg("--repo").arg(&self.url);
-        c.arg("--catalog").arg(self.path(&format!("{node}.db")));
-        c.args(["--node", node]);
-        c
-    }
-
     fn blob_count(&self) -> usize {
         walk(&self.path("repo/blobs")).len()
     }

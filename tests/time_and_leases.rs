@@ -12,33 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use support::cli::{ok, text};
-use support::minimal::{TABLE, content, remove_sstable, walk, write_sstable};
-
-struct Repo {
-    tmp: tempfile::TempDir,
-    url: String,
-}
+use support::minimal::{Repo, TABLE, content, remove_sstable, walk, write_sstable};
 
 impl Repo {
-    fn new() -> Repo {
-        let tmp = tempfile::tempdir().unwrap();
-        let url = format!("file://{}", tmp.path().join("repo").display());
-        Repo { tmp, url }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.tmp.path().join(rel)
-    }
-
-    /// The binary as `node`, with that node's own catalog.
-    fn as_node(&self, node: &str) -> Command {
-        let mut c = support::cli::tablesafe(self.tmp.path());
-        c.arg("--repo").arg(&self.url);
-        c.arg("--catalog").arg(self.path(&format!("{node}.db")));
-        c.args(["--node", node]);
-        c
-    }
-
     /// `backup --json` of `data` as node n1; its summary.
     fn backup(&self, data: &Path, extra: &[&str]) -> serde_json::Value {
         let out = ok(self.backup_cmd(data, extra).output().unwrap());

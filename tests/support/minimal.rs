@@ -1,10 +1,42 @@
 //! Minimal complete SSTables (Data.db, then TOC.txt) in one table directory, for tests
 //! about history (flushes, compactions, retention) rather than about formats, and a
-//! tree of files by content hash to compare what was restored.
+//! tree of files by content hash to compare what was restored; a `file://` repository
+//! to run them against.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A `file://` repository in a temporary directory, and the binary run as any node of
+/// it, each node with its own catalog there (`<node>.db`). Test files add the methods
+/// they need in `impl Repo` blocks of their own.
+pub struct Repo {
+    tmp: tempfile::TempDir,
+    url: String,
+}
+
+impl Repo {
+    pub fn new() -> Repo {
+        let tmp = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", tmp.path().join("repo").display());
+        Repo { tmp, url }
+    }
+
+    /// A path in the temporary directory.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+
+    /// The binary as `node`, with that node's own catalog.
+    pub fn as_node(&self, node: &str) -> Command {
+        let mut c = super::cli::tablesafe(self.tmp.path());
+        c.arg("--repo").arg(&self.url);
+        c.arg("--catalog").arg(self.path(&format!("{node}.db")));
+        c.args(["--node", node]);
+        c
+    }
+}
 
 /// The table directory, below a data directory, the SSTables are written in.
 pub const TABLE: &str = "ks/t-0123456789abcdef0123456789abcdef";
