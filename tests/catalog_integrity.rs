@@ -7,71 +7,14 @@ mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
-use support::lifecycle::{FixtureFormat, Node};
+use support::backed_up::{BackedUpNode, NODE};
 
-const NODE: &str = "n1";
-
-struct Env {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    repo: PathBuf,
-    data: PathBuf,
-    catalog: PathBuf,
-    _node: Node,
-}
+/// A node backed up once (`tests/support/backed_up.rs`).
+type Env = BackedUpNode;
 
 impl Env {
-    /// A node with one table holding one flushed SSTable, backed up once.
-    fn backed_up() -> Env {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().canonicalize().unwrap();
-        let data = root.join("data");
-        let mut node = Node::new(&data);
-        node.create_table("shop", "orders", FixtureFormat::Nb)
-            .flush()
-            .run()
-            .unwrap();
-        let env = Env {
-            repo: root.join("repo"),
-            catalog: root.join("catalog/n1.db"),
-            data,
-            _node: node,
-            _tmp: tmp,
-            root,
-        };
-        support::cli::ok(env.backup(&["--init"]));
-        env
-    }
-
-    fn repo_url(&self) -> String {
-        format!("file://{}", self.repo.display())
-    }
-
-    fn command(&self) -> Command {
-        let mut c = support::cli::tablesafe(&self.root.join("home"));
-        c.arg("--repo")
-            .arg(self.repo_url())
-            .arg("--catalog")
-            .arg(&self.catalog)
-            .args(["--node", NODE]);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command().args(args).output().unwrap()
-    }
-
-    fn backup(&self, extra: &[&str]) -> Output {
-        let mut c = self.command();
-        c.arg("backup")
-            .arg("--data-dir")
-            .arg(&self.data)
-            .args(extra);
-        c.output().unwrap()
-    }
-
     /// The all-nodes view gc and verify keep beside the node's catalog.
     fn all_nodes_catalog(&self) -> PathBuf {
         self.root.join("catalog/n1.all-nodes.db")
@@ -100,7 +43,7 @@ fn tree(dir: &Path) -> Vec<(String, String)> {
 
 #[test]
 fn forty_commands_starting_at_once_never_report_a_damaged_catalog() {
-    let env = Env::backed_up();
+    let env = Env::new();
     for round in 0..2 {
         // Round 1: a catalog that does not exist yet, which the readers create together.
         let catalog = env.root.join(format!("catalog/round{round}.db"));
@@ -144,7 +87,7 @@ fn forty_commands_starting_at_once_never_report_a_damaged_catalog() {
 
 #[test]
 fn a_command_started_while_another_holds_the_catalog_locked_waits_instead_of_calling_it_damaged() {
-    let env = Env::backed_up();
+    let env = Env::new();
     // Another process holding SQLite's lock longer than a default busy timeout (5 s).
     let holder = rusqlite::Connection::open(&env.catalog).unwrap();
     holder
@@ -187,7 +130,7 @@ fn damage(catalog: &Path, sql: &str) {
 
 #[test]
 fn restore_refuses_a_catalog_whose_path_string_was_damaged_and_writes_nothing_under_it() {
-    let env = Env::backed_up();
+    let env = Env::new();
     damage(
         &env.catalog,
         "UPDATE files SET rel_path = replace(rel_path, 'Data.db', 'Eata.db') WHERE rel_path LIKE '%Data.db'",
@@ -215,7 +158,7 @@ fn restore_refuses_a_catalog_whose_path_string_was_damaged_and_writes_nothing_un
 
 #[test]
 fn gc_never_deletes_a_blob_because_a_hash_in_its_all_nodes_view_was_damaged() {
-    let env = Env::backed_up();
+    let env = Env::new();
     let gc = ["gc", "--keep-last", "1", "--grace", "0s"];
     support::cli::ok(env.run(&gc));
     let blobs_before = tree(&env.repo.join("blobs")).len();
@@ -285,7 +228,7 @@ fn live_file(env: &Env, suffix: &str) -> PathBuf {
 
 #[test]
 fn a_blob_verify_finds_missing_or_damaged_is_uploaded_again_by_the_next_backup() {
-    let env = Env::backed_up();
+    let env = Env::new();
     let data = blob_object(&env, &live_file(&env, "-Data.db"));
     let index = blob_object(&env, &live_file(&env, "-Index.db"));
     fs::remove_file(&data).unwrap();
@@ -314,7 +257,7 @@ fn a_blob_verify_finds_missing_or_damaged_is_uploaded_again_by_the_next_backup()
 
 #[test]
 fn verify_check_catalog_reports_each_row_that_differs_from_the_repositorys_logs() {
-    let env = Env::backed_up();
+    let env = Env::new();
     support::cli::ok(env.run(&["gc", "--keep-last", "1", "--grace", "1h"]));
     let out = support::cli::ok(env.run(&["verify", "--check-catalog"]));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -369,7 +312,7 @@ fn verify_check_catalog_reports_each_row_that_differs_from_the_repositorys_logs(
 #[test]
 fn a_damaged_stat_cache_row_makes_the_file_be_read_again_not_recorded_with_another_hash() {
     use std::os::unix::fs::MetadataExt;
-    let env = Env::backed_up();
+    let env = Env::new();
     let data = live_file(&env, "-Data.db");
     let index = live_file(&env, "-Index.db");
     // Each file's remembered hash replaced by the other's (both blobs exist).

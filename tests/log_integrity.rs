@@ -8,70 +8,16 @@ mod support;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use support::lifecycle::{FixtureFormat, Node, TableDir};
+use support::backed_up::{BackedUpNode, NODE};
 use tablesafe::catalog::{Batch, Catalog};
 use tablesafe::timespec;
 
-const NODE: &str = "n1";
-
-struct Env {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    repo: PathBuf,
-    data: PathBuf,
-    catalog: PathBuf,
-    table: TableDir,
-    _node: Node,
-}
+/// A node backed up once (`tests/support/backed_up.rs`): its log holds batch 1.
+type Env = BackedUpNode;
 
 impl Env {
-    /// A repository holding one backup (batch 1) of a node with one flushed SSTable.
-    fn new() -> Env {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().canonicalize().unwrap();
-        let data = root.join("data");
-        let mut node = Node::new(&data);
-        let mut table = node.create_table("shop", "orders", FixtureFormat::Nb);
-        table.flush().run().unwrap();
-        let env = Env {
-            repo: root.join("repo"),
-            catalog: root.join("catalog/n1.db"),
-            data,
-            root,
-            table,
-            _node: node,
-            _tmp: tmp,
-        };
-        support::cli::ok(env.backup(&["--init"]));
-        env
-    }
-
-    fn command(&self, catalog: &Path) -> Command {
-        let mut c = support::cli::tablesafe(&self.root.join("home"));
-        c.arg("--repo")
-            .arg(format!("file://{}", self.repo.display()))
-            .arg("--catalog")
-            .arg(catalog)
-            .args(["--node", NODE]);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(&self.catalog).args(args).output().unwrap()
-    }
-
-    fn backup(&self, extra: &[&str]) -> Output {
-        self.command(&self.catalog)
-            .arg("backup")
-            .arg("--data-dir")
-            .arg(&self.data)
-            .args(extra)
-            .output()
-            .unwrap()
-    }
-
     /// A new SSTable, then a backup: one more batch.
     fn flush_and_backup(&mut self) {
         self.table.flush().run().unwrap();
@@ -81,7 +27,7 @@ impl Env {
     /// Restores "now" into `to` with a catalog of its own (none yet: rebuilt from the
     /// repository, as after losing the host).
     fn restore_elsewhere(&self, to: &Path) -> Output {
-        self.command(&self.root.join("dr/n1.db"))
+        self.command_with(&self.root.join("dr/n1.db"))
             .args(["restore", "--at", "now", "--to"])
             .arg(to)
             .output()
