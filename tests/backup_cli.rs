@@ -8,11 +8,10 @@ mod support;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use assert_cmd::Command;
 use serde_json::Value;
-use support::cli::without_dac_override;
+use support::cli::{Run, without_dac_override};
 use support::lifecycle::{FixtureFormat, Gen, Node};
 use tablesafe::timespec;
 
@@ -24,53 +23,6 @@ struct Env {
     repo_url: String,
     catalog: PathBuf,
     node: Node,
-}
-
-/// What one run of the binary did.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    /// Non-empty lines on standard error.
-    fn stderr_lines(&self) -> Vec<&str> {
-        self.stderr
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .collect()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-                self.stdout, self.stderr
-            )
-        })
-    }
-
-    /// Exit code `code` and exactly one line on standard error; returns that line.
-    fn fails_with(&self, code: i32) -> &str {
-        assert_eq!(
-            self.code, code,
-            "stdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
-        let lines = self.stderr_lines();
-        assert_eq!(lines.len(), 1, "one line on stderr, got:\n{}", self.stderr);
-        lines[0]
-    }
-
-    fn succeeds(&self) -> &Self {
-        assert_eq!(
-            self.code, 0,
-            "stdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
-        self
-    }
 }
 
 impl Env {
@@ -95,12 +47,7 @@ impl Env {
     }
 
     fn run_cmd(mut cmd: Command) -> Run {
-        let out: Output = cmd.output().unwrap();
-        Run {
-            code: out.status.code().expect("exited, not killed"),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::of(cmd.output().unwrap())
     }
 
     /// `tablesafe <args> --repo … --catalog … --node n1`.

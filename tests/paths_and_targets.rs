@@ -12,12 +12,11 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::{Command as StdCommand, Output, Stdio};
+use std::process::{Command as StdCommand, Stdio};
 use std::time::Duration;
 
 use assert_cmd::Command;
-use serde_json::Value;
-use support::cli::without_dac_override;
+use support::cli::{Run, without_dac_override};
 use support::lifecycle::{FixtureFormat, Node};
 use tablesafe::timespec;
 
@@ -32,47 +31,6 @@ struct Env {
     repo_url: String,
     catalog: PathBuf,
     node: Node,
-}
-
-/// What one run of the binary did.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn of(out: Output) -> Run {
-        Run {
-            code: out.status.code().expect("exited, not killed"),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\n{}", self.stdout, self.stderr))
-    }
-
-    /// Exit code `code` and exactly one line on standard error; returns that line.
-    #[track_caller]
-    fn fails_with(&self, code: i32) -> String {
-        assert_eq!(self.code, code, "{}\n{}", self.stdout, self.stderr);
-        let lines: Vec<&str> = self
-            .stderr
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .collect();
-        assert_eq!(lines.len(), 1, "one line on stderr, got:\n{}", self.stderr);
-        lines[0].to_string()
-    }
-
-    #[track_caller]
-    fn succeeds(&self) -> &Self {
-        assert_eq!(self.code, 0, "{}\n{}", self.stdout, self.stderr);
-        self
-    }
 }
 
 impl Env {
